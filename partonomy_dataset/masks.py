@@ -1,0 +1,60 @@
+"""COCO RLE helpers (pycocotools) shared by every source reader and the question builder.
+
+An RLE is stored as `{"size": [height, width], "counts": str}`: the compressed COCO string decoded as
+UTF-8, which is how it travels through json and parquet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+def encode(mask: np.ndarray) -> dict:
+    """Dense 2-D mask (non-zero = foreground) → RLE with a str `counts`."""
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be 2-D, got shape {mask.shape}")
+    rle = mask_utils.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("utf-8")}
+
+
+def _coco(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.encode("utf-8") if isinstance(counts, str) else counts,
+    }
+
+
+def _plain(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {
+        "size": [int(v) for v in rle["size"]],
+        "counts": counts.decode("utf-8") if isinstance(counts, bytes) else counts,
+    }
+
+
+def decode(rle: dict) -> np.ndarray:
+    """RLE → dense bool array of shape (height, width)."""
+    return mask_utils.decode(_coco(rle)).astype(bool)
+
+
+def union(rles: list[dict]) -> dict:
+    """Pixel-wise union of RLEs of one size."""
+    if len(rles) == 1:
+        return _plain(rles[0])
+    return _plain(mask_utils.merge([_coco(r) for r in rles], intersect=False))
+
+
+def area(rle: dict) -> int:
+    return int(mask_utils.area(_coco(rle)))
+
+
+def bbox(rle: dict) -> list[float]:
+    """[x, y, width, height] of the mask's foreground (COCO convention)."""
+    return [float(v) for v in mask_utils.toBbox(_coco(rle))]
+
+
+def from_polygons(polygons: list[list[float]], height: int, width: int) -> dict:
+    """COCO polygons ([[x1, y1, x2, y2, ...], ...]) → one RLE."""
+    return union([_plain(r) for r in mask_utils.frPyObjects(polygons, height, width)])
