@@ -26,7 +26,8 @@ def _coco(rle: dict) -> dict:
     }
 
 
-def _plain(rle: dict) -> dict:
+def normalise(rle: dict) -> dict:
+    """Any compressed RLE dict → `{"size": [int, int], "counts": str}`."""
     counts = rle["counts"]
     return {
         "size": [int(v) for v in rle["size"]],
@@ -42,8 +43,8 @@ def decode(rle: dict) -> np.ndarray:
 def union(rles: list[dict]) -> dict:
     """Pixel-wise union of RLEs of one size."""
     if len(rles) == 1:
-        return _plain(rles[0])
-    return _plain(mask_utils.merge([_coco(r) for r in rles], intersect=False))
+        return normalise(rles[0])
+    return normalise(mask_utils.merge([_coco(r) for r in rles], intersect=False))
 
 
 def area(rle: dict) -> int:
@@ -57,4 +58,10 @@ def bbox(rle: dict) -> list[float]:
 
 def from_polygons(polygons: list[list[float]], height: int, width: int) -> dict:
     """COCO polygons ([[x1, y1, x2, y2, ...], ...]) → one RLE."""
-    return union([_plain(r) for r in mask_utils.frPyObjects(polygons, height, width)])
+    return union([normalise(r) for r in mask_utils.frPyObjects(polygons, height, width)])
+
+
+def from_uncompressed(rle: dict) -> dict:
+    """Uncompressed COCO RLE (`counts` as a list of run lengths) → compressed RLE."""
+    height, width = (int(v) for v in rle["size"])
+    return normalise(mask_utils.frPyObjects(rle, height, width))

@@ -1,0 +1,219 @@
+"""`datasets.GeneratorBasedBuilder` for PARTONOMY: one config per source, usable directly
+(`Partonomy(config_name="toy").download_and_prepare()`), and the engine behind `python -m partonomy_dataset build`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import datasets
+from PIL import Image, ImageDraw
+
+from .instances import Instance, ReadStats
+from .mutation import DEFAULT_EMBEDDING_MODEL
+from .questions import build_questions, split_images
+from .sources import core, paco, partimagenet, pascal_part, toy
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("core", "paco", "partimagenet", "pascal_part", "toy")
+EVALUATION_ONLY = ("core",)  # PARTONOMY-Core is never trained on: a single test split
+
+_CITATION = """\
+@article{blume2025partonomy,
+  title={PARTONOMY: Large Multimodal Models with Part-Level Visual Understanding},
+  author={Blume, Ansel and Kim, Jeonghwan and Ha, Hyeonjeong and Chatikyan, Elen and Jin, Xiaomeng and
+          Nguyen, Khanh Duy and Peng, Nanyun and Chang, Kai-Wei and Hoiem, Derek and Ji, Heng},
+  journal={arXiv preprint arXiv:2505.20759},
+  year={2025}
+}
+"""
+
+_DESCRIPTIONS = {
+    "core": "PARTONOMY-Core: object-centric images of specialised objects (evaluation only).",
+    "paco": "PARTONOMY-PACO: questions generated from PACO-LVIS part annotations.",
+    "partimagenet": "PARTONOMY-PartImageNet: questions generated from PartImageNet part annotations.",
+    "pascal_part": "PARTONOMY-PASCAL Part: questions generated from Pascal-Part annotations.",
+    "toy": "A procedurally drawn toy set with exact part masks, for CPU tests and demos.",
+}
+
+MASK = {"size": datasets.List(datasets.Value("int32")), "counts": datasets.Value("string")}
+FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "image": datasets.Image(),
+        "image_id": datasets.Value("string"),
+        "width": datasets.Value("int32"),
+        "height": datasets.Value("int32"),
+        "object": datasets.Value("string"),
+        "object_category": datasets.Value("string"),
+        "question_type": datasets.Value("string"),
+        "question": datasets.Value("string"),
+        "answer_choices": datasets.List(datasets.Value("string")),
+        "answer_parts": datasets.List(datasets.List(datasets.Value("string"))),
+        "correct_index": datasets.Value("int32"),
+        "comparison_object": datasets.Value("string"),
+        "object_question": datasets.Value("string"),
+        "object_answer_choices": datasets.List(datasets.Value("string")),
+        "object_correct_index": datasets.Value("int32"),
+        "parts": datasets.List(datasets.Value("string")),
+        "masks": datasets.List(MASK),
+        "bbox": datasets.List(datasets.Value("float32")),
+    }
+)
+
+
+class PartonomyConfig(datasets.BuilderConfig):
+    """Args:
+    source_dir: the source release on disk (not needed for `toy`).
+    seed: drives question sampling, mutations, choice order and the split (default 42).
+    num_proc: worker processes for question generation and co-occurrence fitting.
+    embedding_model: sentence-transformers model for wrong objects (default: the offline all-MiniLM-L6-v2).
+    ontology_file: optional json `{"objects": {object: {"category": str, "parts": [str]}}}` merged in.
+    toy_num_images, toy_image_size: size of the `toy` set.
+    """
+
+    def __init__(
+        self,
+        *,
+        source_dir: str | None = None,
+        seed: int = 42,
+        num_proc: int = 1,
+        embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+        ontology_file: str | None = None,
+        toy_num_images: int = 1200,
+        toy_image_size: int = toy.DEFAULT_IMAGE_SIZE,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if self.name not in SOURCES:
+            raise ValueError(f"unknown PARTONOMY config {self.name!r}; choose one of {SOURCES}")
+        self.source_dir = None if source_dir is None else str(source_dir)
+        self.seed = seed
+        self.num_proc = num_proc
+        self.embedding_model = embedding_model
+        self.ontology_file = ontology_file
+        self.toy_num_images = toy_num_images
+        self.toy_image_size = toy_image_size
+
+
+def read_source(config: PartonomyConfig, toy_dir: str | os.PathLike) -> tuple[list[Instance], ReadStats]:
+    """The config's instances (one per object class per image) and what was skipped reading them."""
+    stats = ReadStats()
+    if config.name == "toy":
+        return toy.generate(toy_dir, config.toy_num_images, config.seed, config.toy_image_size), stats
+    if config.source_dir is None:
+        raise ValueError(f"config {config.name!r} needs source_dir (the {config.name} release on disk)")
+    source_dir = Path(config.source_dir)
+    if not source_dir.is_dir():
+        raise FileNotFoundError(f"source_dir does not exist: {source_dir}")
+    readers = {
+        "core": core.read_dir,
+        "paco": paco.read_dir,
+        "partimagenet": partimagenet.read_dir,
+        "pascal_part": pascal_part.read_dir,
+    }
+    instances = readers[config.name](source_dir, stats)
+    if not instances:
+        raise ValueError(
+            f"no usable instances in {source_dir} ({len(stats.bad_files)} bad files: {stats.bad_files[:3]})"
+        )
+    return instances, stats
+
+
+def image_record(instance: Instance) -> dict:
+    """The image as stored in the dataset: its file bytes, with the disambiguation box drawn when set."""
+    path = Path(instance.image_path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    if instance.bbox is None:
+        return {"bytes": data, "path": path.name}
+    with Image.open(io.BytesIO(data)) as image:
+        image = image.convert("RGB")
+        x, y, w, h = instance.bbox
+        width = max(2, round(max(image.size) / 150))
+        ImageDraw.Draw(image).rectangle([x, y, x + w, y + h], outline=(255, 0, 0), width=width)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": path.stem + ".png"}
+
+
+def make_example(row: dict, instance: Instance) -> dict:
+    example = {k: v for k, v in row.items() if k != "instance"}
+    example.update(
+        id=f"{instance.source}-{instance.image_id}-{row['question_type']}",
+        source=instance.source,
+        image=image_record(instance),
+        image_id=instance.image_id,
+        width=instance.width,
+        height=instance.height,
+        object=instance.object,
+        object_category=instance.category,
+        masks=[instance.parts[p] for p in row["parts"]],
+        bbox=instance.bbox,
+    )
+    return example
+
+
+class Partonomy(datasets.GeneratorBasedBuilder):
+    """PARTONOMY (Blume, Kim et al., 2025): explanatory part segmentation questions with five answer choices
+    and ground-truth part masks."""
+
+    BUILDER_CONFIG_CLASS = PartonomyConfig
+    BUILDER_CONFIGS = [PartonomyConfig(name=name, description=_DESCRIPTIONS[name]) for name in SOURCES]
+    DEFAULT_CONFIG_NAME = "toy"
+    VERSION = datasets.Version("1.0.0")
+
+    def _info(self):
+        return datasets.DatasetInfo(
+            description=_DESCRIPTIONS[self.config.name],
+            features=FEATURES,
+            citation=_CITATION,
+            homepage="https://arxiv.org/abs/2505.20759",
+        )
+
+    def _split_generators(self, dl_manager):
+        config = self.config
+        toy_dir = (
+            Path(self._cache_dir_root)
+            / "partonomy_toy_images"
+            / (f"seed{config.seed}-n{config.toy_num_images}-px{config.toy_image_size}")
+        )
+        instances, read_stats = read_source(config, toy_dir)
+        extra = None
+        if config.ontology_file:
+            with open(config.ontology_file, encoding="utf-8") as f:
+                extra = json.load(f)
+        rows, skipped, ontology = build_questions(
+            instances, config.seed, config.embedding_model, config.num_proc, ontology_extra=extra
+        )
+        self.build_report = {
+            "instances": len(instances),
+            "bad_files": read_stats.bad_files,
+            "skipped_reading": dict(read_stats.skipped),
+            "skipped_questions": dict(skipped),
+            "ontology": ontology.to_dict(),
+        }
+        if config.name in EVALUATION_ONLY:
+            split_of = dict.fromkeys((i.image_id for i in instances), datasets.Split.TEST)
+        else:
+            split_of = split_images([i.image_id for i in instances], config.seed)
+        by_split = {}
+        for row in rows:
+            by_split.setdefault(split_of[instances[row["instance"]].image_id], []).append(row)
+        return [
+            datasets.SplitGenerator(name=split, gen_kwargs={"rows": split_rows, "instances": instances})
+            for split, split_rows in sorted(by_split.items())
+        ]
+
+    def _generate_examples(self, rows, instances):
+        for row in rows:
+            example = make_example(row, instances[row["instance"]])
+            yield example["id"], example

@@ -1,0 +1,268 @@
+"""The Hub-ready folder: parquet shards under `data/<config>/`, a dataset card whose YAML `configs:` lists
+every config built into the folder, statistics in the columns of the paper's Table 1 / 8, and the upload."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+import datasets
+
+from . import templates
+
+logger = logging.getLogger(__name__)
+
+BUILD_INFO = "partonomy_build.json"
+MAX_SHARD_BYTES = 500 * 1024 * 1024
+STAT_COLUMNS = (
+    "# Object Labels",
+    "# Part Labels",
+    "# Object-Part Labels",
+    "# Images",
+    "# Seg. Masks",
+    "# Questions",
+)
+
+
+def statistics(dataset: datasets.Dataset) -> dict[str, int]:
+    """Table 1 / 8 columns for one split (masks counted once per image, object and part)."""
+    columns = dataset.select_columns(["image_id", "object", "parts"]).to_dict()
+    objects, parts, object_parts, images, masks = set(), set(), set(), set(), set()
+    for image_id, obj, names in zip(columns["image_id"], columns["object"], columns["parts"]):
+        objects.add(obj)
+        images.add(image_id)
+        for part in names:
+            parts.add(part)
+            object_parts.add((obj, part))
+            masks.add((image_id, obj, part))
+    values = (len(objects), len(parts), len(object_parts), len(images), len(masks), len(dataset))
+    return dict(zip(STAT_COLUMNS, values))
+
+
+def _atomic_write_text(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_config(folder, config_name: str, dataset: datasets.DatasetDict, report: dict) -> Path:
+    """Writes one config's parquet shards (and its build report) into `folder/data/<config>/`, atomically:
+    everything goes to a temporary folder first, which replaces the old config only once complete."""
+    folder = Path(folder)
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    target = folder / "data" / config_name
+    staging = folder / "data" / f".{config_name}.{uuid.uuid4().hex}.partial"
+    staging.mkdir()
+    try:
+        split_stats = {}
+        for split, split_data in dataset.items():
+            num_shards = max(1, -(-split_data.data.nbytes // MAX_SHARD_BYTES))
+            for index in range(num_shards):
+                shard = split_data.shard(num_shards, index, contiguous=True)
+                shard.to_parquet(str(staging / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"))
+            split_stats[str(split)] = statistics(split_data)
+        examples = _examples(dataset)
+        (staging / BUILD_INFO).write_text(
+            json.dumps(
+                {"config": config_name, "statistics": split_stats, "examples": examples, **report}, indent=1
+            ),
+            encoding="utf-8",
+        )
+        if target.exists():
+            retired = folder / "data" / f".{config_name}.{uuid.uuid4().hex}.old"
+            target.replace(retired)
+            staging.replace(target)
+            shutil.rmtree(retired)
+        else:
+            staging.replace(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_card(folder)
+    return target
+
+
+def _examples(dataset: datasets.DatasetDict) -> dict[str, dict]:
+    """One example question per type, for the card."""
+    examples = {}
+    for split_data in dataset.values():
+        columns = split_data.select_columns(
+            [
+                "question_type",
+                "object",
+                "question",
+                "answer_choices",
+                "correct_index",
+                "object_question",
+                "object_answer_choices",
+                "object_correct_index",
+            ]
+        )
+        for row in columns:
+            examples.setdefault(row["question_type"], row)
+    return examples
+
+
+def built_configs(folder) -> dict[str, dict]:
+    """config name → its build report, for every config built into `folder`."""
+    configs = {}
+    for info in sorted(Path(folder).glob(f"data/*/{BUILD_INFO}")):
+        configs[info.parent.name] = json.loads(info.read_text(encoding="utf-8"))
+    return configs
+
+
+def statistics_table(folder) -> str:
+    """The statistics of every config and split, as a Markdown table."""
+    lines = [
+        "| config | split | " + " | ".join(STAT_COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(STAT_COLUMNS),
+    ]
+    for name, info in built_configs(folder).items():
+        for split, stats in info["statistics"].items():
+            lines.append(f"| {name} | {split} | " + " | ".join(f"{stats[c]:,}" for c in STAT_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def _yaml_configs(configs: dict[str, dict]) -> str:
+    lines = ["configs:"]
+    for name, info in configs.items():
+        lines += [f"- config_name: {name}", "  data_files:"]
+        for split in info["statistics"]:
+            lines += [f"  - split: {split}", f"    path: data/{name}/{split}-*"]
+    return "\n".join(lines)
+
+
+def _example_block(row: dict) -> str:
+    correct = row["answer_choices"][row["correct_index"]]
+    lines = [f"- Q: {row['question']}", f"  - correct: {correct}"]
+    wrong = [c for i, c in enumerate(row["answer_choices"]) if i != row["correct_index"]]
+    lines.append(f"  - a wrong choice: {wrong[0]}")
+    if row.get("object_question"):
+        lines.append(
+            f"  - object question: {row['object_question']} → "
+            f"{row['object_answer_choices'][row['object_correct_index']]}"
+        )
+    return "\n".join(lines)
+
+
+def card_text(folder) -> str:
+    configs = built_configs(folder)
+    examples = {}
+    for info in configs.values():
+        for question_type, row in info.get("examples", {}).items():
+            examples.setdefault(question_type, row)
+    example_lines = "\n".join(
+        f"**{qt}**\n\n{_example_block(examples[qt])}\n" for qt in templates.QUESTION_TYPES if qt in examples
+    )
+    skipped = "\n".join(
+        f"- `{name}`: {info['instances']:,} instances; skipped while reading: {info['skipped_reading'] or 'nothing'};"
+        f" bad files: {len(info['bad_files'])}; questions not asked: {info['skipped_questions'] or 'none'}"
+        for name, info in configs.items()
+    )
+    return f"""---
+pretty_name: PARTONOMY
+language:
+- en
+license: other
+task_categories:
+- image-segmentation
+- visual-question-answering
+tags:
+- part-segmentation
+- multiple-choice
+- partonomy
+{_yaml_configs(configs)}
+---
+
+# PARTONOMY
+
+Explanatory part segmentation (Blume, Kim et al., *PARTONOMY: Large Multimodal Models with Part-Level Visual
+Understanding*, arXiv 2505.20759): given an image and a question about an object's parts, a model picks one of
+five answers and segments the parts it names. This folder was written by `python -m partonomy_dataset build`;
+every config loads offline with `datasets.load_dataset(<this folder>, "<config>")`.
+
+## Question types
+
+Five types, at most one of each per image:
+
+| type | asks |
+|---|---|
+| identification | the object's visible parts |
+| intersection | the visible parts it has in common with another object X (X shares at least one part) |
+| difference | the visible parts it has which X does not have (X lacks at least one of them) |
+| part2whole | its parts (calling it "the object"), then what the object is |
+| whole2part | what the object is, then its parts |
+
+X is preferably from the object's own category. Examples from this build:
+
+{example_lines}
+## Answer choices: mutation
+
+Each question has 5 answer choices, 1 correct and 4 wrong, in a shuffled order (`correct_index`; the
+reference code always put the correct one first). A wrong answer applies 1–2 operations to the correct part
+set — **add** a part, **delete** one, **replace** one — never touching the same part twice; wrong answers are
+non-empty and distinct from the correct one and from each other. New parts come from the object's category when
+it has enough parts (else from every part), drawn half of the time uniformly and half of the time in proportion to
+per-part scikit-learn logistic-regression models of part co-occurrence, fit once per build. Wrong objects for the
+part-whole questions are the labels most similar to the true one under sentence-transformers embeddings
+(all-MiniLM-L6-v2), drawn by a softmax of similarity among objects of the same category when there are enough.
+Everything is deterministic for a given seed.
+
+## Splits
+
+80/20 by image with seed 42 (`train` / `validation`); `core` is evaluation-only (`test`). One instance per
+object class per image: the one with the most parts, then the largest area; when the image holds several
+instances of that class, the chosen one's box is in `bbox` and drawn (red) on the image.
+
+## Fields
+
+`id`, `source`, `image`, `image_id`, `width`, `height`, `object`, `object_category`, `question_type`,
+`question`, `answer_choices` (5 strings), `answer_parts` (the parts of each choice), `correct_index`,
+`comparison_object`, `object_question`, `object_answer_choices`, `object_correct_index` (-1 when not a
+part-whole question), `parts` (ground-truth part names), `masks` (COCO RLE `{{size, counts}}`, aligned with
+`parts`), `bbox` (`[x, y, w, h]` or null).
+
+## Statistics
+
+{statistics_table(folder)}
+
+What each build skipped (counted, never silently):
+
+{skipped}
+
+## Citation
+
+```bibtex
+@article{{blume2025partonomy,
+  title={{PARTONOMY: Large Multimodal Models with Part-Level Visual Understanding}},
+  author={{Blume, Ansel and Kim, Jeonghwan and Ha, Hyeonjeong and Chatikyan, Elen and Jin, Xiaomeng and
+          Nguyen, Khanh Duy and Peng, Nanyun and Chang, Kai-Wei and Hoiem, Derek and Ji, Heng}},
+  journal={{arXiv preprint arXiv:2505.20759}},
+  year={{2025}}
+}}
+```
+"""
+
+
+def write_card(folder):
+    _atomic_write_text(Path(folder) / "README.md", card_text(folder))
+
+
+def push_to_hub(
+    folder, repo_id: str, private: bool = False, token: str | None = None, endpoint: str | None = None
+):
+    """Uploads the folder as a dataset repository; returns the commit info."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    return api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message="Build PARTONOMY configs",
+        ignore_patterns=["data/.*"],
+    )

@@ -1,0 +1,81 @@
+"""PACO reader (LVIS-style json: `images`, `annotations`, `categories`, `part_categories`).
+
+Object annotations carry an object category (`car_(automobile)`); part annotations carry an `object:part`
+category (`car_(automobile):wheel`) and `obj_ann_id`, the id of their object's annotation. Names lose their
+`_(…)` qualifier and `_` becomes a space (`trash_can` → `trash can`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from .. import masks
+from ..instances import Instance, ReadStats
+from .coco_json import find_image, load_coco, read_json_dir, segmentation_to_rle
+
+SOURCE = "paco"
+DEFAULT_CATEGORY = "common object"
+
+
+def clean_name(name: str) -> str:
+    """`car_(automobile)` → `car`, `trash_can` → `trash can`."""
+    return re.sub(r"_\([^)]*\)", "", name).replace("_", " ").strip()
+
+
+def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> list[Instance]:
+    """All object instances with at least one part in one PACO annotation file (before selection)."""
+    stats = stats if stats is not None else ReadStats()
+    data, images, source_dir = load_coco(json_path, source_dir)
+    categories = {c["id"]: c for c in data["categories"]}
+
+    objects, parts = {}, defaultdict(lambda: defaultdict(list))
+    for ann in data["annotations"]:
+        category = categories.get(ann.get("category_id"))
+        image = images.get(ann.get("image_id"))
+        if category is None or image is None:
+            stats.skipped["annotations with unknown image or category"] += 1
+            continue
+        what = f"{json_path} annotation {ann.get('id')}"
+        rle = segmentation_to_rle(ann.get("segmentation"), image["height"], image["width"], stats, what)
+        if rle is None:
+            stats.skipped["annotations without a usable mask"] += 1
+            continue
+        if ":" in category["name"]:
+            if "obj_ann_id" not in ann:
+                stats.skipped["part annotations without obj_ann_id"] += 1
+                continue
+            part = clean_name(category["name"].split(":", 1)[1])
+            parts[ann["obj_ann_id"]][part].append(rle)
+        else:
+            objects[ann["id"]] = (ann, category, rle)
+
+    instances = []
+    for ann_id, (ann, category, object_rle) in objects.items():
+        if ann_id not in parts:
+            stats.skipped["objects without parts"] += 1
+            continue
+        image = images[ann["image_id"]]
+        instances.append(
+            Instance(
+                source=SOURCE,
+                image_id=str(image["id"]),
+                image_path=str(find_image(source_dir, image["file_name"])),
+                width=int(image["width"]),
+                height=int(image["height"]),
+                object=clean_name(category["name"]),
+                category=clean_name(category.get("supercategory") or DEFAULT_CATEGORY),
+                parts={name: masks.union(rles) for name, rles in sorted(parts[ann_id].items())},
+                object_mask=object_rle,
+            )
+        )
+    orphans = set(parts) - set(objects)
+    if orphans:
+        stats.skipped["parts whose object annotation is missing"] += len(orphans)
+    return instances
+
+
+def read_dir(source_dir, stats: ReadStats | None = None) -> list[Instance]:
+    """Every PACO json under `source_dir`; one instance per object class per image. Bad files are counted,
+    logged and skipped; images that are missing on disk are skipped and counted."""
+    return read_json_dir(source_dir, SOURCE, read_file, stats)
