@@ -1,0 +1,14 @@
+"""PLUM as a `trust_remote_code` model: `AutoModel.from_pretrained(path, trust_remote_code=True)`."""
+
+from .configuration_plum import PlumConfig
+from .modeling_plum import PlumForConditionalGeneration, PlumOutput, PlumSegmentationOutput, bio_to_spans
+from .processing_plum import PlumProcessor
+
+__all__ = [
+    "PlumConfig",
+    "PlumForConditionalGeneration",
+    "PlumOutput",
+    "PlumProcessor",
+    "PlumSegmentationOutput",
+    "bio_to_spans",
+]

@@ -1,0 +1,248 @@
+# Copyright 2026 The PLUM / PARTONOMY release team. Licensed under the Apache License, Version 2.0.
+"""PLUM configuration."""
+
+from __future__ import annotations
+
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# Official SAM image encoders (segment_anything.build_sam): width, depth, heads, global-attention blocks.
+SAM_SIZES = {
+    "vit_b": {
+        "sam_encoder_dim": 768,
+        "sam_encoder_depth": 12,
+        "sam_encoder_heads": 12,
+        "sam_global_attn_indexes": [2, 5, 8, 11],
+    },
+    "vit_l": {
+        "sam_encoder_dim": 1024,
+        "sam_encoder_depth": 24,
+        "sam_encoder_heads": 16,
+        "sam_global_attn_indexes": [5, 11, 17, 23],
+    },
+    "vit_h": {
+        "sam_encoder_dim": 1280,
+        "sam_encoder_depth": 32,
+        "sam_encoder_heads": 16,
+        "sam_global_attn_indexes": [7, 15, 23, 31],
+    },
+}
+
+
+class PlumConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`PlumForConditionalGeneration`]: a LLaVA backbone (CLIP vision tower, projector, LLaMA) plus
+    the Segment Anything image encoder, prompt encoder and mask decoder, PLUM's BIO span tagger, query projector
+    and mask-feedback pooler, and the loss weights of the paper (appendix A, Table 6).
+
+    Args:
+        llava_config (`LlavaConfig` or `dict`, *optional*):
+            The LLaVA backbone (`vision_config` + `text_config`). Its `image_token_index` is the `<image>` token id.
+        sam_size (`str`, *optional*):
+            `vit_b`, `vit_l` or `vit_h`: fills the four `sam_encoder_*` / `sam_global_attn_indexes` fields with
+            the official sizes. Leave `None` to set them one by one (e.g. for the tiny preset).
+        sam_image_size (`int`, *optional*, defaults to 1024):
+            SAM input resolution: the longest image side is resized to it, the rest zero-padded.
+        sam_patch_size (`int`, *optional*, defaults to 16): SAM ViT patch size (the embedding grid is
+            `sam_image_size / sam_patch_size` square).
+        sam_encoder_dim, sam_encoder_depth, sam_encoder_heads (`int`): SAM ViT width, depth and heads.
+        sam_global_attn_indexes (`list[int]`): the SAM ViT blocks with global attention (the rest are windowed).
+        sam_window_size (`int`, *optional*, defaults to 14): window of the windowed-attention blocks.
+        sam_prompt_dim (`int`, *optional*, defaults to 256): SAM prompt / mask-decoder width; span queries have it.
+        sam_mask_in_chans (`int`, *optional*, defaults to 16): channels of SAM's mask-downscaling path.
+        sam_decoder_depth, sam_decoder_mlp_dim, sam_decoder_heads (`int`): the two-way transformer of the mask decoder.
+        span_num_heads (`int`, *optional*, defaults to 8), span_ffn_dim (`int`, *optional*, defaults to 2048),
+        span_dropout (`float`, *optional*, defaults to 0.1): the span tagger's bidirectional encoder layer, which
+            runs at the language model's width and is followed by a token-wise 2-layer MLP to O / B / I (the
+            reference implementation's order, whose checkpoints `convert --from-reference` imports).
+        span_class_weights (`list[float]`, *optional*, defaults to `[0.1, 1.0, 1.0]`): cross-entropy weights of O, B, I.
+        use_feedback (`bool`, *optional*, defaults to `True`): condition span k's mask on the masks of spans < k.
+        feedback_num_heads (`int`, *optional*, defaults to 8): heads of the per-patch attention pooling.
+        lm_loss_weight, span_loss_weight, kl_loss_weight, focal_tversky_weight, bce_weight, dice_weight (`float`):
+            the loss weights (1.0, 2.0, 0.1, 8.0, 2.0, 0.5).
+        use_focal_tversky (`bool`, *optional*, defaults to `True`): Focal-Tversky mask loss; Dice when `False`.
+        focal_tversky_alpha, focal_tversky_beta, focal_tversky_gamma (`float`): 0.7, 0.3, 0.75.
+        dice_scale (`float`, *optional*, defaults to 1000.0): LISA's Dice scale factor.
+        kl_sigma (`float`, *optional*, defaults to 1.0): the KL term is `0.5 / sigma**2 * MSE(student, teacher)`.
+        kl_frozen_snapshot (`bool`, *optional*, defaults to `False`): keep a frozen copy of the language model as
+            the KL teacher. Without LoRA adapters this is the only teacher, at the cost of a second copy of the
+            language model in memory (13B parameters for plum-13b); with adapters the teacher is the same model
+            with adapters disabled and this stays `False`.
+        train_sam_image_encoder, train_sam_prompt_encoder (`bool`): whether these SAM parts train (frozen for
+            real checkpoints; the tiny preset trains its encoder from scratch).
+        mask_threshold (`float`, *optional*, defaults to 0.0): foreground is logit > threshold.
+    """
+
+    model_type = "plum"
+    sub_configs_defaults = {"llava_config": SubConfigSpec(config_class=LlavaConfig)}
+
+    llava_config: dict | PreTrainedConfig | None = None
+    sam_size: str | None = None
+    sam_image_size: int = 1024
+    sam_patch_size: int = 16
+    sam_encoder_dim: int = 1280
+    sam_encoder_depth: int = 32
+    sam_encoder_heads: int = 16
+    sam_global_attn_indexes: list | tuple = (7, 15, 23, 31)
+    sam_window_size: int = 14
+    sam_prompt_dim: int = 256
+    sam_mask_in_chans: int = 16
+    sam_decoder_depth: int = 2
+    sam_decoder_mlp_dim: int = 2048
+    sam_decoder_heads: int = 8
+    span_num_heads: int = 8
+    span_ffn_dim: int = 2048
+    span_dropout: float = 0.1
+    span_class_weights: list | tuple = (0.1, 1.0, 1.0)
+    use_feedback: bool = True
+    feedback_num_heads: int = 8
+    lm_loss_weight: float = 1.0
+    span_loss_weight: float = 2.0
+    kl_loss_weight: float = 0.1
+    focal_tversky_weight: float = 8.0
+    bce_weight: float = 2.0
+    dice_weight: float = 0.5
+    use_focal_tversky: bool = True
+    focal_tversky_alpha: float = 0.7
+    focal_tversky_beta: float = 0.3
+    focal_tversky_gamma: float = 0.75
+    dice_scale: float = 1000.0
+    kl_sigma: float = 1.0
+    kl_frozen_snapshot: bool = False
+    train_sam_image_encoder: bool = False
+    train_sam_prompt_encoder: bool = False
+    mask_threshold: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        if self.sam_size is not None:
+            if self.sam_size not in SAM_SIZES:
+                raise ValueError(f"sam_size must be one of {sorted(SAM_SIZES)}, got {self.sam_size!r}")
+            for key, value in SAM_SIZES[self.sam_size].items():
+                setattr(self, key, value)
+        self.sam_global_attn_indexes = list(self.sam_global_attn_indexes)
+        self.span_class_weights = list(self.span_class_weights)
+        if self.sam_image_size % self.sam_patch_size:
+            raise ValueError(
+                f"sam_image_size {self.sam_image_size} is not a multiple of sam_patch_size {self.sam_patch_size}"
+            )
+        super().__post_init__(**kwargs)
+
+    @property
+    def sam_embedding_size(self) -> int:
+        """Side of SAM's image-embedding grid."""
+        return self.sam_image_size // self.sam_patch_size
+
+    @property
+    def text_config(self):
+        return self.llava_config.text_config
+
+    @property
+    def image_token_index(self) -> int:
+        return self.llava_config.image_token_index
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> PlumConfig:
+        """`tiny` (tests, CPU demo), `plum-7b` (LLaVA-7B), `plum-13b` (LLaVA-LLaMA-2-13B + CLIP ViT-L/14 + SAM ViT-H)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown PLUM preset {name!r}; choose one of {sorted(PRESETS)}")
+        kwargs = PRESETS[name]()
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+def _clip_vit_l_336():
+    return CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=336,
+        projection_dim=768,
+    )
+
+
+def _llava(text: LlamaConfig, vision: CLIPVisionConfig, image_token_index: int) -> LlavaConfig:
+    num_patches = (vision.image_size // vision.patch_size) ** 2
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_token_index,
+        image_seq_length=num_patches,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+
+
+def _llava_llama2(hidden_size: int, intermediate_size: int, num_layers: int, num_heads: int):
+    """LLaVA with a LLaMA-2 language model (vocabulary 32,000 + the `<image>` token 32000) and CLIP ViT-L/14-336."""
+    text = LlamaConfig(
+        vocab_size=32001,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        pad_token_id=0,
+    )
+    return {"llava_config": _llava(text, _clip_vit_l_336(), image_token_index=32000), "sam_size": "vit_h"}
+
+
+def _plum_13b():
+    return _llava_llama2(hidden_size=5120, intermediate_size=13824, num_layers=40, num_heads=40)
+
+
+def _plum_7b():
+    return _llava_llama2(hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32)
+
+
+TINY_VOCAB_SIZE = 512  # the tiny tokenizer trained by `modeling_plum.convert --preset tiny`
+
+
+def _tiny():
+    text = LlamaConfig(
+        vocab_size=TINY_VOCAB_SIZE,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        patch_size=16,
+        image_size=64,
+        projection_dim=64,
+    )
+    return {
+        # the image token is the last id of the tiny vocabulary (the tokenizer reserves it)
+        "llava_config": _llava(text, vision, TINY_VOCAB_SIZE - 1),
+        "sam_image_size": 128,
+        "sam_patch_size": 8,
+        "sam_encoder_dim": 64,
+        "sam_encoder_depth": 4,
+        "sam_encoder_heads": 4,
+        "sam_global_attn_indexes": [1, 3],
+        "sam_window_size": 8,
+        "sam_prompt_dim": 64,
+        "sam_mask_in_chans": 8,
+        "sam_decoder_mlp_dim": 256,
+        "sam_decoder_heads": 4,
+        "span_num_heads": 4,
+        "span_ffn_dim": 128,
+        "feedback_num_heads": 4,
+        "train_sam_image_encoder": True,
+        "train_sam_prompt_encoder": True,
+    }
+
+
+PRESETS = {"tiny": _tiny, "plum-7b": _plum_7b, "plum-13b": _plum_13b}

@@ -1,0 +1,776 @@
+# Copyright 2026 The PLUM / PARTONOMY release team. Licensed under the Apache License, Version 2.0.
+"""PLUM: a segmenting multimodal model that tags the spans of its own answer (paper §4, appendix A).
+
+Reads top to bottom: span utilities and losses, the building blocks (span tagger, query projector, mask-feedback
+pooler), then `PlumForConditionalGeneration`. SAM's image encoder, prompt encoder and mask decoder come from the
+`segment_anything` package; the multimodal backbone is `transformers`' LLaVA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+from torch import nn
+from transformers import GenerationMixin, LlavaForConditionalGeneration, PreTrainedModel
+from transformers.utils import ModelOutput, logging
+
+from .configuration_plum import PlumConfig
+from .processing_plum import postprocess_masks
+
+logger = logging.get_logger(__name__)
+
+TAG_O, TAG_B, TAG_I = 0, 1, 2
+IGNORE_INDEX = -100
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Spans
+# ----------------------------------------------------------------------------------------------------------
+
+
+def bio_to_spans(tags) -> list[tuple[int, int]]:
+    """Greedily merges contiguous B→I chains into `(start, end)` token spans (end exclusive).
+
+    A `B` always opens a new span (two B in a row are two spans); an `I` continues the open span, and a stray
+    `I` after `O` opens one (the usual lenient BIO reading, so a missed B does not lose the part); positions
+    tagged `IGNORE_INDEX` close any open span.
+    """
+    spans, start = [], None
+    for position, tag in enumerate(list(tags)):
+        tag = int(tag)
+        if tag == TAG_B or (tag == TAG_I and start is None):
+            if start is not None:
+                spans.append((start, position))
+            start = position
+        elif tag != TAG_I and start is not None:
+            spans.append((start, position))
+            start = None
+    if start is not None:
+        spans.append((start, len(tags)))
+    return spans
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------------------
+
+
+def focal_tversky_loss(logits, targets, alpha: float, beta: float, gamma: float, smooth: float = 1.0):
+    """Focal-Tversky loss, mean over masks. `alpha` weighs false negatives (recall), `beta` false positives.
+
+    Args:
+        logits, targets: `(num_masks, height, width)`.
+    """
+    probs = logits.sigmoid().flatten(1)
+    targets = targets.flatten(1)
+    true_pos = (probs * targets).sum(-1)
+    false_neg = ((1 - probs) * targets).sum(-1)
+    false_pos = (probs * (1 - targets)).sum(-1)
+    tversky = (true_pos + smooth) / (true_pos + alpha * false_neg + beta * false_pos + smooth)
+    return ((1 - tversky).clamp(min=0) ** gamma).mean()
+
+
+def dice_loss(logits, targets, scale: float = 1000.0, eps: float = 1e-6):
+    """LISA's Dice loss (inputs and targets divided by `scale`), mean over masks."""
+    probs = logits.sigmoid().flatten(1)
+    targets = targets.flatten(1)
+    numerator = 2 * (probs / scale * targets).sum(-1)
+    denominator = (probs / scale).sum(-1) + (targets / scale).sum(-1)
+    return (1 - (numerator + eps) / (denominator + eps)).mean()
+
+
+def sigmoid_bce_loss(logits, targets):
+    """Pixel-wise binary cross-entropy, mean over pixels, then over masks."""
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).mean(-1).mean()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------
+
+
+class PlumSpanTagger(nn.Module):
+    """Tags every token O / B / I: one bidirectional transformer encoder layer over the last hidden states (so a
+    token sees the words after it, which the causal LM cannot), then a token-wise 2-layer MLP classifier. The
+    layout is the reference implementation's (`bio_encoder`, `token_to_mask_fcs`), so its checkpoints import.
+
+    Shapes: `hidden_states (batch, seq, hidden)`, `attention_mask (batch, seq)` → `(batch, seq, 3)`.
+    """
+
+    def __init__(self, config: PlumConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.encoder = nn.TransformerEncoderLayer(
+            d_model=hidden,
+            nhead=config.span_num_heads,
+            dim_feedforward=config.span_ffn_dim,
+            dropout=config.span_dropout,
+            batch_first=True,
+        )
+        self.classifier = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+
+    def forward(self, hidden_states, attention_mask=None):
+        padding = None if attention_mask is None else attention_mask == 0
+        # A float key-padding mask keeps the fused fast path off, which does not support autograd here.
+        x = self.encoder(hidden_states, src_key_padding_mask=padding)
+        return self.classifier(x)
+
+
+class PlumQueryProjector(nn.Module):
+    """Projects last-layer hidden states to SAM's prompt space: `(…, hidden)` → `(…, sam_prompt_dim)`."""
+
+    def __init__(self, config: PlumConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.layers = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, config.sam_prompt_dim)
+        )
+
+    def forward(self, hidden_states):
+        return self.layers(hidden_states)
+
+
+class PlumFiLM(nn.Module):
+    """Feature-wise linear modulation: `x * (1 + scale(q)) + shift(q)` per channel, from a span query `q`."""
+
+    def __init__(self, query_dim: int, channels: int):
+        super().__init__()
+        self.proj = nn.Linear(query_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)  # starts as the identity, so SAM's pretrained path is unchanged
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x, query):
+        scale, shift = self.proj(query).chunk(2, dim=-1)
+        return x * (1 + scale[..., None, None]) + shift[..., None, None]
+
+
+class PlumMaskFeedbackPooler(nn.Module):
+    """Turns the masks of earlier spans into the dense prompt of the next span.
+
+    Each earlier mask (low-res logits) goes through SAM's mask-downscaling convolutions (the prompt encoder's
+    own layers) with a FiLM layer, conditioned on that span's query, after each conv + LayerNorm; the dense
+    positional encoding is added; then a learned query per patch attends over the stack of earlier masks.
+
+    Shapes: `masks (num_earlier, 1, 4h, 4w)`, `queries (num_earlier, prompt_dim)`, `dense_pe (1, prompt_dim, h, w)`
+    → `(1, prompt_dim, h, w)`. Parameter layout follows the reference `TemporalMaskPooler`.
+    """
+
+    def __init__(self, config: PlumConfig):
+        super().__init__()
+        dim, size = config.sam_prompt_dim, config.sam_embedding_size
+        self.film = nn.ModuleList(
+            [PlumFiLM(dim, config.sam_mask_in_chans // 4), PlumFiLM(dim, config.sam_mask_in_chans)]
+        )
+        self.patch_queries = nn.Parameter(torch.randn(size * size, 1, dim) * 0.02)  # one query per patch
+        self.attention = nn.MultiheadAttention(dim, config.feedback_num_heads, batch_first=True)
+
+    def encode(self, mask_downscaling: nn.Sequential, masks, queries):
+        conv1, norm1, act1, conv2, norm2, act2, conv3 = mask_downscaling
+        x = act1(self.film[0](norm1(conv1(masks)), queries))
+        x = act2(self.film[1](norm2(conv2(x)), queries))
+        return conv3(x)
+
+    def forward(self, mask_downscaling, masks, queries, dense_pe):
+        encoded = self.encode(mask_downscaling, masks, queries) + dense_pe  # (k, C, h, w)
+        k, channels, h, w = encoded.shape
+        keys = encoded.permute(2, 3, 0, 1).reshape(
+            h * w, k, channels
+        )  # one attention per patch, over the k masks
+        pooled, _ = self.attention(self.patch_queries, keys, keys, need_weights=False)  # (h*w, 1, C)
+        return pooled.reshape(h, w, channels).permute(2, 0, 1).unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlumOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor`, *optional*): the weighted sum of the components below.
+        lm_loss, span_loss, kl_loss, mask_loss, bce_loss (`torch.FloatTensor`, *optional*): unweighted components
+            (`mask_loss` is Focal-Tversky, or Dice when that is switched off).
+        logits (`torch.FloatTensor` of shape `(batch, seq, vocab)`): language-model logits.
+        span_logits (`torch.FloatTensor` of shape `(batch, seq, 3)`): O / B / I logits.
+        spans (`list[list[tuple[int, int]]]`): per sample, the token spans that were segmented.
+        pred_masks (`list[torch.FloatTensor]`): per sample, `(num_spans, height, width)` mask logits at the
+            original image size.
+        low_res_masks (`list[torch.FloatTensor]`): per sample, `(num_spans, 4h, 4w)` SAM low-resolution logits.
+        hidden_states (`torch.FloatTensor` of shape `(batch, seq, hidden)`): last-layer hidden states.
+    """
+
+    loss: torch.FloatTensor | None = None
+    lm_loss: torch.FloatTensor | None = None
+    span_loss: torch.FloatTensor | None = None
+    kl_loss: torch.FloatTensor | None = None
+    mask_loss: torch.FloatTensor | None = None
+    bce_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    span_logits: torch.FloatTensor | None = None
+    spans: list | None = None
+    pred_masks: list | None = None
+    low_res_masks: list | None = None
+    hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class PlumSegmentationOutput(ModelOutput):
+    """
+    Args:
+        sequences (`torch.LongTensor` of shape `(1, seq)`): prompt and answer token ids.
+        answer_start (`int`): index of the first answer token in `sequences`.
+        spans (`list[tuple[int, int]]`): token spans (end exclusive) of the answer that were segmented.
+        masks (`torch.BoolTensor` of shape `(num_spans, height, width)`): masks at the original image size.
+        mask_logits (`torch.FloatTensor` of shape `(num_spans, height, width)`).
+        text (`str`, *optional*): the decoded answer (when a processor was given).
+        char_spans (`list[tuple[int, int]]`, *optional*): character offsets of each span in `text`.
+        span_texts (`list[str]`, *optional*): the text of each span.
+    """
+
+    sequences: torch.LongTensor | None = None
+    answer_start: int | None = None
+    spans: list | None = None
+    masks: torch.BoolTensor | None = None
+    mask_logits: torch.FloatTensor | None = None
+    text: str | None = None
+    char_spans: list | None = None
+    span_texts: list | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------
+
+
+class PlumPreTrainedModel(PreTrainedModel):
+    config_class = PlumConfig
+    base_model_prefix = "plum"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer", "CLIPEncoderLayer", "Block"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        # SAM modules and the LLaVA backbone initialise themselves; only the new heads follow the LM's scheme.
+        if isinstance(module, (PlumSpanTagger, PlumQueryProjector)):
+            std = self.config.text_config.initializer_range
+            for layer in module.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, std=std)
+                    nn.init.zeros_(layer.bias)
+
+
+class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
+    """PLUM: LLaVA + SAM, with a BIO span tagger instead of a `[SEG]` token, span-mean mask queries, a mask
+    feedback loop, and a KL constraint that keeps span hidden states near the frozen language model."""
+
+    def __init__(self, config: PlumConfig):
+        super().__init__(config)
+        self.llava = LlavaForConditionalGeneration(config.llava_config)
+        size = config.sam_embedding_size
+        self.sam_image_encoder = ImageEncoderViT(
+            img_size=config.sam_image_size,
+            patch_size=config.sam_patch_size,
+            embed_dim=config.sam_encoder_dim,
+            depth=config.sam_encoder_depth,
+            num_heads=config.sam_encoder_heads,
+            mlp_ratio=4,
+            out_chans=config.sam_prompt_dim,
+            qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=config.sam_window_size,
+            global_attn_indexes=tuple(config.sam_global_attn_indexes),
+        )
+        self.sam_prompt_encoder = PromptEncoder(
+            embed_dim=config.sam_prompt_dim,
+            image_embedding_size=(size, size),
+            input_image_size=(config.sam_image_size, config.sam_image_size),
+            mask_in_chans=config.sam_mask_in_chans,
+        )
+        self.sam_mask_decoder = MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=config.sam_decoder_depth,
+                embedding_dim=config.sam_prompt_dim,
+                mlp_dim=config.sam_decoder_mlp_dim,
+                num_heads=config.sam_decoder_heads,
+            ),
+            transformer_dim=config.sam_prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=config.sam_prompt_dim,
+        )
+        self.span_tagger = PlumSpanTagger(config)
+        self.query_projector = PlumQueryProjector(config)
+        self.feedback_pooler = PlumMaskFeedbackPooler(config) if config.use_feedback else None
+        self.kl_teacher = (
+            copy.deepcopy(self.llava.model.language_model) if config.kl_frozen_snapshot else None
+        )
+        if self.kl_teacher is not None:
+            self.kl_teacher.requires_grad_(False)
+        self.register_buffer("span_class_weights", torch.tensor(config.span_class_weights), persistent=False)
+        for (
+            block
+        ) in self.sam_image_encoder.blocks:  # plain SAM modules: the flag lets `transformers` switch them
+            block.gradient_checkpointing = False
+        self.post_init()
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def get_input_embeddings(self):
+        return self.llava.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.llava.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.llava.get_output_embeddings()
+
+    def set_output_embeddings(self, value):
+        self.llava.set_output_embeddings(value)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        # SAM builds its positional-encoding grid in float32: keep its random projection in float32 too, so
+        # `model.to(torch.bfloat16)` works (the encoding is cast to the model's dtype where it is used).
+        pe_layer = self.sam_prompt_encoder.pe_layer
+        pe_layer.positional_encoding_gaussian_matrix = pe_layer.positional_encoding_gaussian_matrix.float()
+        return self
+
+    def sync_kl_teacher(self):
+        """Copies the current language model into the frozen KL teacher (after loading pretrained weights)."""
+        if self.kl_teacher is None:
+            raise ValueError("this model has no frozen KL teacher (config.kl_frozen_snapshot is False)")
+        self.kl_teacher.load_state_dict(self.llava.model.language_model.state_dict())
+
+    def _adapter_layers(self):
+        """peft's adapter layers (LoRA, …) inside the LLaVA backbone; none when peft is absent or unused."""
+        try:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+        except ImportError:
+            return []
+        return [m for m in self.llava.modules() if isinstance(m, BaseTunerLayer)]
+
+    @contextlib.contextmanager
+    def _adapters_disabled(self):
+        """Temporarily switches off every peft adapter layer (the KL teacher is the model without them)."""
+        layers = self._adapter_layers()
+        previous = [not layer.disable_adapters for layer in layers]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield bool(layers)
+        finally:
+            for layer, enabled in zip(layers, previous):
+                layer.enable_adapters(enabled)
+
+    # -- SAM -----------------------------------------------------------------------------------------------
+
+    def get_image_embeddings(self, sam_pixel_values):
+        """SAM image embeddings, computed once per image and reusable across questions, choices and spans.
+
+        Shapes: `(batch, 3, sam_image_size, sam_image_size)` → `(batch, sam_prompt_dim, h, w)`.
+        """
+        encoder = self.sam_image_encoder
+        grad = torch.is_grad_enabled() and self.config.train_sam_image_encoder
+        with torch.set_grad_enabled(grad):
+            x = encoder.patch_embed(sam_pixel_values)
+            if encoder.pos_embed is not None:
+                x = x + encoder.pos_embed
+            for block in encoder.blocks:
+                if block.gradient_checkpointing and grad:
+                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x)
+            return encoder.neck(x.permute(0, 3, 1, 2))
+
+    def _no_mask_prompt(self):
+        size = self.config.sam_embedding_size
+        return self.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, size, size)
+
+    def decode_masks(self, image_embedding, queries, original_size, resized_size):
+        """Decodes one mask per span query, in order, each conditioned on the masks before it.
+
+        Args:
+            image_embedding: `(1, prompt_dim, h, w)` SAM embedding of the image.
+            queries: `(num_spans, prompt_dim)` span queries.
+            original_size, resized_size: `(height, width)` of the image and of its resized SAM input.
+
+        Returns:
+            `(mask_logits, low_res)`: `(num_spans, H, W)` logits at the original size and `(num_spans, 4h, 4w)`.
+        """
+        dense_pe = self.sam_prompt_encoder.get_dense_pe().to(image_embedding.dtype)
+        low_res = []
+        for k in range(queries.shape[0]):
+            if k == 0 or self.feedback_pooler is None:
+                dense = self._no_mask_prompt()
+            else:
+                earlier = torch.stack(low_res).detach()  # (k, 1, 4h, 4w)
+                dense = self.feedback_pooler(
+                    self.sam_prompt_encoder.mask_downscaling, earlier, queries[:k], dense_pe
+                )
+            masks, _ = self.sam_mask_decoder(
+                image_embeddings=image_embedding,
+                image_pe=dense_pe,
+                sparse_prompt_embeddings=queries[k].reshape(1, 1, -1),
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            low_res.append(masks[0])  # (1, 4h, 4w)
+        if not low_res:
+            size = 4 * self.config.sam_embedding_size
+            empty = image_embedding.new_zeros((0, size, size))
+            return image_embedding.new_zeros((0, *[int(v) for v in original_size])), empty
+        low_res = torch.stack(low_res)  # (k, 1, 4h, 4w)
+        return self.postprocess_masks(low_res, original_size, resized_size)[:, 0], low_res[:, 0]
+
+    def postprocess_masks(self, low_res, original_size, resized_size):
+        """`(n, 1, 4h, 4w)` low-res logits → `(n, 1, H, W)` logits at the original image size."""
+        return postprocess_masks(low_res, self.config.sam_image_size, original_size, resized_size)
+
+    # -- language model ------------------------------------------------------------------------------------
+
+    def _language_forward(self, input_ids, attention_mask, pixel_values, **kwargs):
+        return self.llava.model(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, **kwargs
+        )
+
+    def _teacher_hidden_states(self, input_ids, attention_mask, pixel_values, image_outputs):
+        """Last hidden states of the frozen language model: the same model with adapters disabled, or the
+        explicit frozen snapshot. `None` when there is no teacher (no adapters, no snapshot)."""
+        with torch.no_grad():
+            if self.kl_teacher is not None:
+                embeds = self.get_input_embeddings()(input_ids)
+                features = torch.cat(image_outputs.pooler_output, dim=0).to(embeds.dtype)
+                mask = self.llava.model.get_placeholder_mask(input_ids, embeds, features)
+                embeds = embeds.masked_scatter(mask, features)
+                return self.kl_teacher(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+            with self._adapters_disabled() as has_adapters:
+                if not has_adapters:
+                    return None
+                out = self._language_forward(
+                    input_ids, attention_mask, None, mm_encoder_outputs={"image": image_outputs}
+                )
+                return out.last_hidden_state
+
+    def span_queries(self, hidden_states, spans):
+        """Mean of the projected hidden states of each span's tokens: `(num_spans, prompt_dim)`."""
+        projected = self.query_projector(hidden_states)  # (seq, prompt_dim)
+        if not spans:
+            return projected.new_zeros((0, projected.shape[-1]))
+        return torch.stack([projected[start:end].mean(0) for start, end in spans])
+
+    # -- training forward ----------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        sam_pixel_values: torch.Tensor | None = None,
+        original_sizes: torch.Tensor | None = None,
+        resized_sizes: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        span_labels: torch.LongTensor | None = None,
+        gt_masks: list | None = None,
+        image_embeddings: torch.Tensor | None = None,
+        spans: list | None = None,
+        **kwargs,
+    ) -> PlumOutput:
+        """
+        Args:
+            input_ids (`(batch, seq)`), attention_mask (`(batch, seq)`): the conversation, `<image>` expanded.
+            pixel_values (`(batch, 3, H_clip, W_clip)`): CLIP input.
+            sam_pixel_values (`(batch, 3, S, S)`): SAM input (or pass `image_embeddings`).
+            original_sizes, resized_sizes (`(batch, 2)`): image size and its size inside the SAM input.
+            labels (`(batch, seq)`): LM targets, `-100` outside the assistant turns.
+            span_labels (`(batch, seq)`): O=0 / B=1 / I=2 targets, `-100` = ignore.
+            gt_masks (`list` of `(num_spans, H, W)` tensors): ground-truth masks per sample, in span order.
+            image_embeddings (`(batch, prompt_dim, h, w)`, *optional*): precomputed SAM embeddings.
+            spans (`list[list[tuple[int, int]]]`, *optional*): token spans to segment; default: from
+                `span_labels` when given, else from the tagger's own predictions.
+        """
+        out = self._language_forward(input_ids, attention_mask, pixel_values, **kwargs)
+        hidden = out.last_hidden_state
+        logits = self.llava.lm_head(hidden)
+        config = self.config
+
+        lm_loss = None
+        if labels is not None:
+            lm_loss = self.llava.loss_function(
+                logits=logits, labels=labels, vocab_size=config.text_config.vocab_size
+            )
+
+        span_logits = self.span_tagger(hidden, attention_mask)
+        span_loss = kl_loss = None
+        if span_labels is not None:
+            with_spans = ((span_labels == TAG_B) | (span_labels == TAG_I)).any(
+                -1
+            )  # only sequences with spans
+            targets = span_labels.masked_fill(~with_spans[:, None], IGNORE_INDEX)
+            if with_spans.any():
+                span_loss = F.cross_entropy(
+                    span_logits.reshape(-1, 3).float(),
+                    targets.reshape(-1),
+                    weight=self.span_class_weights.float(),
+                    ignore_index=IGNORE_INDEX,
+                )
+            else:
+                span_loss = span_logits.sum() * 0.0
+            positions = (span_labels == TAG_B) | (span_labels == TAG_I)
+            teacher = None
+            if config.kl_loss_weight > 0 and positions.any():
+                teacher = self._teacher_hidden_states(
+                    input_ids, attention_mask, pixel_values, out.image_outputs
+                )
+            if teacher is not None:
+                mse = F.mse_loss(hidden[positions].float(), teacher[positions].float())
+                kl_loss = 0.5 / config.kl_sigma**2 * mse
+            else:
+                kl_loss = hidden.new_zeros(()).float()
+
+        if spans is None:
+            source = span_labels if span_labels is not None else span_logits.argmax(-1)
+            if attention_mask is not None and span_labels is None:
+                source = source.masked_fill(attention_mask == 0, IGNORE_INDEX)
+            spans = [bio_to_spans(row.tolist()) for row in source]
+
+        pred_masks = low_res_masks = None
+        mask_loss = bce_loss = None
+        if sam_pixel_values is not None or image_embeddings is not None:
+            if image_embeddings is None:
+                image_embeddings = self.get_image_embeddings(sam_pixel_values)
+            pred_masks, low_res_masks = [], []
+            for b in range(input_ids.shape[0]):
+                queries = self.span_queries(hidden[b], spans[b])
+                masks, low_res = self.decode_masks(
+                    image_embeddings[b : b + 1],
+                    queries.to(image_embeddings.dtype),
+                    original_sizes[b],
+                    resized_sizes[b],
+                )
+                pred_masks.append(masks)
+                low_res_masks.append(low_res)
+            if gt_masks is not None:
+                mask_loss, bce_loss = self._mask_losses(pred_masks, gt_masks)
+
+        loss = None
+        if lm_loss is not None or span_loss is not None or mask_loss is not None:
+            terms = [
+                (config.lm_loss_weight, lm_loss),
+                (config.span_loss_weight, span_loss),
+                (config.kl_loss_weight, kl_loss),
+                (config.focal_tversky_weight if config.use_focal_tversky else config.dice_weight, mask_loss),
+                (config.bce_weight, bce_loss),
+            ]
+            loss = sum(weight * term for weight, term in terms if term is not None)
+
+        return PlumOutput(
+            loss=loss,
+            lm_loss=lm_loss,
+            span_loss=span_loss,
+            kl_loss=kl_loss,
+            mask_loss=mask_loss,
+            bce_loss=bce_loss,
+            logits=logits,
+            span_logits=span_logits,
+            spans=spans,
+            pred_masks=pred_masks,
+            low_res_masks=low_res_masks,
+            hidden_states=hidden,
+        )
+
+    def _mask_losses(self, pred_masks, gt_masks):
+        predictions, targets = [], []
+        for b, (pred, gt) in enumerate(zip(pred_masks, gt_masks)):
+            if pred.shape != gt.shape:
+                raise ValueError(
+                    f"sample {b}: {pred.shape[0]} spans were segmented at {tuple(pred.shape[1:])} but "
+                    f"{gt.shape[0]} ground-truth masks of size {tuple(gt.shape[1:])} were given"
+                )
+            predictions.extend(pred.float())
+            targets.extend(gt.float())
+        if not predictions:
+            zero = pred_masks[0].sum() * 0.0 if pred_masks else torch.zeros(())
+            return zero, zero
+        # Masks of different images differ in size: average the per-mask losses.
+        config = self.config
+        mask_terms, bce_terms = [], []
+        for pred, target in zip(predictions, targets):
+            pred, target = pred[None], target[None]
+            if config.use_focal_tversky:
+                mask_terms.append(
+                    focal_tversky_loss(
+                        pred,
+                        target,
+                        config.focal_tversky_alpha,
+                        config.focal_tversky_beta,
+                        config.focal_tversky_gamma,
+                    )
+                )
+            else:
+                mask_terms.append(dice_loss(pred, target, config.dice_scale))
+            bce_terms.append(sigmoid_bce_loss(pred, target))
+        return torch.stack(mask_terms).mean(), torch.stack(bce_terms).mean()
+
+    # -- inference -----------------------------------------------------------------------------------------
+
+    def generate(self, *args, **kwargs):
+        """Text generation (delegates to the LLaVA backbone); see `answer_and_segment` for answers with masks."""
+        return self.llava.generate(*args, **kwargs)
+
+    @torch.no_grad()
+    def segment_spans(
+        self,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        spans,
+        original_size,
+        resized_size,
+        sam_pixel_values=None,
+        image_embeddings=None,
+    ) -> PlumSegmentationOutput:
+        """Highlight-to-segment: masks for user-chosen token spans of one conversation (batch of 1).
+
+        Args:
+            spans (`list[tuple[int, int]]`): token spans (end exclusive) inside `input_ids[0]`.
+        """
+        length = input_ids.shape[1]
+        for start, end in spans:
+            if not 0 <= start < end <= length:
+                raise ValueError(f"span ({start}, {end}) is empty or outside the {length} tokens of the text")
+        out = self(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            sam_pixel_values=sam_pixel_values,
+            image_embeddings=image_embeddings,
+            spans=[list(spans)],
+            original_sizes=torch.as_tensor(original_size).reshape(1, 2),
+            resized_sizes=torch.as_tensor(resized_size).reshape(1, 2),
+        )
+        logits = out.pred_masks[0]
+        return PlumSegmentationOutput(
+            sequences=input_ids,
+            spans=list(spans),
+            masks=logits > self.config.mask_threshold,
+            mask_logits=logits,
+        )
+
+    @torch.no_grad()
+    def answer_and_segment(
+        self,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        original_size,
+        resized_size,
+        sam_pixel_values=None,
+        image_embeddings=None,
+        max_new_tokens: int = 64,
+        processor=None,
+        **generate_kwargs,
+    ) -> PlumSegmentationOutput:
+        """Generates the answer, tags its spans with the span tagger and segments them (batch of 1).
+
+        With a `processor`, the output also carries the answer text, character offsets and span texts.
+        """
+        sequences = self.llava.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            **generate_kwargs,
+        )
+        answer_start = input_ids.shape[1]
+        full_mask = torch.ones_like(sequences)
+        if image_embeddings is None:
+            image_embeddings = self.get_image_embeddings(sam_pixel_values)
+        tagged = self(input_ids=sequences, attention_mask=full_mask, pixel_values=pixel_values)
+        tags = tagged.span_logits[0].argmax(-1).tolist()
+        tags = [IGNORE_INDEX] * answer_start + tags[answer_start:]  # only the answer is segmented
+        spans = bio_to_spans(tags)
+        result = self.segment_spans(
+            sequences,
+            full_mask,
+            pixel_values,
+            spans,
+            original_size,
+            resized_size,
+            image_embeddings=image_embeddings,
+        )
+        result.answer_start = answer_start
+        if processor is not None:
+            result.text, result.char_spans, result.span_texts = processor.describe_spans(
+                sequences[0, answer_start:].tolist(), [(s - answer_start, e - answer_start) for s, e in spans]
+            )
+        return result
+
+    @torch.no_grad()
+    def score_choices(self, input_ids, attention_mask, pixel_values, choice_ids, pad_token_id: int = 0):
+        """Mean token log-likelihood of each answer choice given the image and question (batch of 1 prompt).
+
+        The shared image + question prefix runs once; its KV cache is reused by every choice, which run
+        together as one padded batch.
+
+        Args:
+            input_ids, attention_mask (`(1, prefix_len)`), pixel_values (`(1, 3, H, W)`): the prompt.
+            choice_ids (`list[list[int]]`): the token ids of each choice (what follows the prompt).
+
+        Returns:
+            `torch.FloatTensor` of shape `(num_choices,)`.
+        """
+        if input_ids.shape[0] != 1:
+            raise ValueError(
+                f"score_choices scores the choices of one prompt, got a batch of {input_ids.shape[0]}"
+            )
+        if not choice_ids or any(len(c) == 0 for c in choice_ids):
+            raise ValueError("every answer choice needs at least one token")
+        prefix = self.llava(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        num, longest = len(choice_ids), max(len(c) for c in choice_ids)
+        device = input_ids.device
+        tokens = torch.full((num, longest), pad_token_id, dtype=torch.long, device=device)
+        valid = torch.zeros((num, longest), dtype=torch.bool, device=device)
+        for i, ids in enumerate(choice_ids):
+            tokens[i, : len(ids)] = torch.as_tensor(ids, device=device)
+            valid[i, : len(ids)] = True
+        cache = prefix.cache
+        cache.batch_repeat_interleave(num)
+        # Right padding after the prefix: real tokens never attend to the pads, which come after them.
+        mask = torch.cat([attention_mask.expand(num, -1), torch.ones_like(tokens)], dim=1)
+        out = self.llava(input_ids=tokens, attention_mask=mask, cache=cache, use_cache=True)
+        logits = torch.cat([prefix.logits[:, -1:].expand(num, -1, -1), out.logits[:, :-1]], dim=1)
+        log_probs = logits.float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
+        return (log_probs * valid).sum(-1) / valid.sum(-1)
+
+    @torch.no_grad()
+    def score_choices_full(self, input_ids, attention_mask, pixel_values, choice_ids):
+        """The same scores with one full forward per choice (reference for `score_choices`; slower)."""
+        scores = []
+        for ids in choice_ids:
+            choice = torch.as_tensor([ids], device=input_ids.device)
+            full = torch.cat([input_ids, choice], dim=1)
+            mask = torch.cat([attention_mask, torch.ones_like(choice)], dim=1)
+            logits = self.llava(input_ids=full, attention_mask=mask, pixel_values=pixel_values).logits
+            log_probs = logits[0, input_ids.shape[1] - 1 : -1].float().log_softmax(-1)
+            scores.append(log_probs.gather(-1, choice[0, :, None]).mean())
+        return torch.stack(scores)
+
+
+PlumConfig.register_for_auto_class()
+PlumForConditionalGeneration.register_for_auto_class("AutoModel")
