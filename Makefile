@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo demo-metrics test lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) demo.py
 
+demo-metrics: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) demo_metrics.py
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
@@ -26,6 +29,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_giou.py
+	$(PY) benchmarks/bench_questions.py
+	$(PY) benchmarks/bench_choices.py
 
 clean:
 	rm -rf outputs .pytest_cache

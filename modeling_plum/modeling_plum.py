@@ -157,8 +157,9 @@ class PlumMaskFeedbackPooler(nn.Module):
     own layers) with a FiLM layer, conditioned on that span's query, after each conv + LayerNorm; the dense
     positional encoding is added; then a learned query per patch attends over the stack of earlier masks.
 
-    Shapes: `masks (num_earlier, 1, 4h, 4w)`, `queries (num_earlier, prompt_dim)`, `dense_pe (1, prompt_dim, h, w)`
-    → `(1, prompt_dim, h, w)`. Parameter layout follows the reference `TemporalMaskPooler`.
+    Shapes: `masks (batch, num_earlier, 1, 4h, 4w)`, `queries (batch, num_earlier, prompt_dim)`,
+    `dense_pe (1, prompt_dim, h, w)` → `(batch, prompt_dim, h, w)`. Parameters follow the reference
+    `TemporalMaskPooler` layout.
     """
 
     def __init__(self, config: PlumConfig):
@@ -169,6 +170,8 @@ class PlumMaskFeedbackPooler(nn.Module):
         )
         self.patch_queries = nn.Parameter(torch.randn(size * size, 1, dim) * 0.02)  # one query per patch
         self.attention = nn.MultiheadAttention(dim, config.feedback_num_heads, batch_first=True)
+        # Starts by passing nothing on: early, half-trained masks would only add noise to the next prompt.
+        nn.init.zeros_(self.attention.out_proj.weight)
 
     def encode(self, mask_downscaling: nn.Sequential, masks, queries):
         conv1, norm1, act1, conv2, norm2, act2, conv3 = mask_downscaling
@@ -177,13 +180,16 @@ class PlumMaskFeedbackPooler(nn.Module):
         return conv3(x)
 
     def forward(self, mask_downscaling, masks, queries, dense_pe):
-        encoded = self.encode(mask_downscaling, masks, queries) + dense_pe  # (k, C, h, w)
-        k, channels, h, w = encoded.shape
-        keys = encoded.permute(2, 3, 0, 1).reshape(
-            h * w, k, channels
-        )  # one attention per patch, over the k masks
-        pooled, _ = self.attention(self.patch_queries, keys, keys, need_weights=False)  # (h*w, 1, C)
-        return pooled.reshape(h, w, channels).permute(2, 0, 1).unsqueeze(0)
+        """`masks (batch, k, 1, 4h, 4w)`, `queries (batch, k, prompt_dim)` → `(batch, prompt_dim, h, w)`."""
+        batch, k = masks.shape[:2]
+        encoded = self.encode(mask_downscaling, masks.flatten(0, 1), queries.flatten(0, 1)) + dense_pe
+        _, channels, h, w = encoded.shape
+        # One attention per image and patch, over that image's k earlier masks.
+        keys = (
+            encoded.reshape(batch, k, channels, h * w).permute(0, 3, 1, 2).reshape(batch * h * w, k, channels)
+        )
+        pooled, _ = self.attention(self.patch_queries.repeat(batch, 1, 1), keys, keys, need_weights=False)
+        return pooled.reshape(batch, h, w, channels).permute(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -391,45 +397,75 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                     x = block(x)
             return encoder.neck(x.permute(0, 3, 1, 2))
 
-    def _no_mask_prompt(self):
-        size = self.config.sam_embedding_size
-        return self.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, size, size)
+    def _decode_one_prompt_per_image(self, image_embeddings, image_pe, sparse, dense):
+        """SAM's mask decoder for a batch of images with one prompt each, single-mask output.
 
-    def decode_masks(self, image_embedding, queries, original_size, resized_size):
-        """Decodes one mask per span query, in order, each conditioned on the masks before it.
+        `MaskDecoder.forward` decodes many prompts of one image (it repeats the image embedding per prompt);
+        this runs the same modules (its two-way transformer, upscaling and first hypernetwork) over different
+        images at once, which the feedback loop needs: span k of every image is decoded together.
+
+        Shapes: `image_embeddings (b, C, h, w)`, `sparse (b, 1, C)`, `dense (b, C, h, w)` → `(b, 1, 4h, 4w)`.
+        """
+        decoder = self.sam_mask_decoder
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+        src = image_embeddings + dense
+        b, c, h, w = src.shape
+        hs, src = decoder.transformer(src, image_pe.expand(b, -1, -1, -1), tokens)
+        upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1, :])  # mask token 0: the single-mask output
+        return (hyper.unsqueeze(1) @ upscaled.flatten(2)).reshape(b, 1, *upscaled.shape[-2:])
+
+    def decode_masks_batch(self, image_embeddings, queries, original_sizes, resized_sizes):
+        """Decodes one mask per span query, in order, each conditioned on the image's masks before it; span k of
+        every image is decoded in one batch.
 
         Args:
-            image_embedding: `(1, prompt_dim, h, w)` SAM embedding of the image.
-            queries: `(num_spans, prompt_dim)` span queries.
-            original_size, resized_size: `(height, width)` of the image and of its resized SAM input.
+            image_embeddings: `(batch, prompt_dim, h, w)` SAM embeddings.
+            queries: per image, `(num_spans, prompt_dim)` span queries.
+            original_sizes, resized_sizes: per image, `(height, width)` of the image and of its SAM input.
 
         Returns:
-            `(mask_logits, low_res)`: `(num_spans, H, W)` logits at the original size and `(num_spans, 4h, 4w)`.
+            `(mask_logits, low_res)`: per image, `(num_spans, H, W)` logits at the original size and
+            `(num_spans, 4h, 4w)` low-resolution logits.
         """
-        dense_pe = self.sam_prompt_encoder.get_dense_pe().to(image_embedding.dtype)
-        low_res = []
-        for k in range(queries.shape[0]):
+        dense_pe = self.sam_prompt_encoder.get_dense_pe().to(image_embeddings.dtype)
+        size = self.config.sam_embedding_size
+        no_mask = self.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, size, size)
+        counts = [q.shape[0] for q in queries]
+        low_res = [[] for _ in queries]
+        for k in range(max(counts, default=0)):
+            active = [b for b, n in enumerate(counts) if n > k]
             if k == 0 or self.feedback_pooler is None:
-                dense = self._no_mask_prompt()
+                dense = no_mask.expand(len(active), -1, -1, -1)
             else:
-                earlier = torch.stack(low_res).detach()  # (k, 1, 4h, 4w)
+                earlier = torch.stack([torch.stack(low_res[b]) for b in active]).detach()  # (n, k, 1, 4h, 4w)
+                earlier_queries = torch.stack([queries[b][:k] for b in active])
                 dense = self.feedback_pooler(
-                    self.sam_prompt_encoder.mask_downscaling, earlier, queries[:k], dense_pe
+                    self.sam_prompt_encoder.mask_downscaling, earlier, earlier_queries, dense_pe
                 )
-            masks, _ = self.sam_mask_decoder(
-                image_embeddings=image_embedding,
-                image_pe=dense_pe,
-                sparse_prompt_embeddings=queries[k].reshape(1, 1, -1),
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
+            sparse = torch.stack([queries[b][k] for b in active]).unsqueeze(1)
+            masks = self._decode_one_prompt_per_image(
+                image_embeddings[active], dense_pe, sparse, dense.to(sparse.dtype)
             )
-            low_res.append(masks[0])  # (1, 4h, 4w)
-        if not low_res:
-            size = 4 * self.config.sam_embedding_size
-            empty = image_embedding.new_zeros((0, size, size))
-            return image_embedding.new_zeros((0, *[int(v) for v in original_size])), empty
-        low_res = torch.stack(low_res)  # (k, 1, 4h, 4w)
-        return self.postprocess_masks(low_res, original_size, resized_size)[:, 0], low_res[:, 0]
+            for i, b in enumerate(active):
+                low_res[b].append(masks[i])  # (1, 4h, 4w)
+        full, low = [], []
+        for b, masks in enumerate(low_res):
+            if not masks:
+                side = 4 * size
+                full.append(image_embeddings.new_zeros((0, *[int(v) for v in original_sizes[b]])))
+                low.append(image_embeddings.new_zeros((0, side, side)))
+                continue
+            stacked = torch.stack(masks)  # (k, 1, 4h, 4w)
+            full.append(self.postprocess_masks(stacked, original_sizes[b], resized_sizes[b])[:, 0])
+            low.append(stacked[:, 0])
+        return full, low
+
+    def decode_masks(self, image_embedding, queries, original_size, resized_size):
+        """`decode_masks_batch` for one image: `(1, C, h, w)`, `(num_spans, C)` → `(num_spans, H, W)`, low-res."""
+        full, low = self.decode_masks_batch(image_embedding, [queries], [original_size], [resized_size])
+        return full[0], low[0]
 
     def postprocess_masks(self, low_res, original_size, resized_size):
         """`(n, 1, 4h, 4w)` low-res logits → `(n, 1, H, W)` logits at the original image size."""
@@ -547,17 +583,13 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         if sam_pixel_values is not None or image_embeddings is not None:
             if image_embeddings is None:
                 image_embeddings = self.get_image_embeddings(sam_pixel_values)
-            pred_masks, low_res_masks = [], []
-            for b in range(input_ids.shape[0]):
-                queries = self.span_queries(hidden[b], spans[b])
-                masks, low_res = self.decode_masks(
-                    image_embeddings[b : b + 1],
-                    queries.to(image_embeddings.dtype),
-                    original_sizes[b],
-                    resized_sizes[b],
-                )
-                pred_masks.append(masks)
-                low_res_masks.append(low_res)
+            queries = [
+                self.span_queries(hidden[b], spans[b]).to(image_embeddings.dtype)
+                for b in range(input_ids.shape[0])
+            ]
+            pred_masks, low_res_masks = self.decode_masks_batch(
+                image_embeddings, queries, original_sizes, resized_sizes
+            )
             if gt_masks is not None:
                 mask_loss, bce_loss = self._mask_losses(pred_masks, gt_masks)
 

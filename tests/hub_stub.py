@@ -2,7 +2,8 @@
 
 It answers the calls an upload makes — `POST /api/repos/create`, `POST …/preupload/{rev}` (every file
 "regular", so no LFS / xet transfer) and `POST …/commit/{rev}` (ndjson with base64 file contents) — records
-what was committed, and can fail the first N commits with HTTP 500 to exercise retries.
+what was committed, and can fail the first N commits (HTTP 500 by default, which huggingface_hub retries by
+itself; a status it does not retry, such as 507, reaches the caller).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import yaml
 
 
 class HubStub:
-    def __init__(self, fail_commits: int = 0):
+    def __init__(self, fail_commits: int = 0, fail_status: int = 500):
         self.fail_commits = fail_commits
+        self.fail_status = fail_status
         self.requests: list[tuple[str, str]] = []
         self.repos: dict[str, dict] = {}
         self.commits: list[dict] = []  # {"repo": id, "files": {path: bytes}, "summary": str}
@@ -99,7 +101,7 @@ class HubStub:
             }
         if self.fail_commits > 0:
             self.fail_commits -= 1
-            return 500, {"error": "the stub fails this commit on purpose"}
+            return self.fail_status, {"error": "the stub fails this commit on purpose"}
         files, summary = {}, ""
         for line in body.decode().splitlines():
             if not line.strip():

@@ -135,7 +135,12 @@ def test_forward_shapes_losses_and_gradients(tiny, toy_car):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     model.zero_grad()
     model(**batch, gt_masks=[gt]).mask_loss.backward()
-    assert model.feedback_pooler.film[0].proj.weight.grad.abs().sum() > 0  # the feedback loop learns
+    # The feedback loop learns: its output projection first (it starts at zero), then everything before it.
+    assert model.feedback_pooler.attention.out_proj.weight.grad.abs().sum() > 0
+    torch.nn.init.normal_(model.feedback_pooler.attention.out_proj.weight, std=0.1)
+    model.zero_grad()
+    model(**batch, gt_masks=[gt]).mask_loss.backward()
+    assert model.feedback_pooler.film[0].proj.weight.grad.abs().sum() > 0
 
 
 def test_mask_count_mismatch_is_an_error(tiny, toy_car):
@@ -147,8 +152,10 @@ def test_mask_count_mismatch_is_an_error(tiny, toy_car):
 
 
 def test_feedback_loop(tiny):
-    model, _ = tiny
+    model = copy.deepcopy(tiny[0])
+    assert model.feedback_pooler.attention.out_proj.weight.abs().sum() == 0  # starts by passing nothing on
     torch.manual_seed(1)
+    torch.nn.init.normal_(model.feedback_pooler.attention.out_proj.weight, std=0.5)  # as after some training
     embedding = torch.randn(1, model.config.sam_prompt_dim, 16, 16)
     queries = torch.randn(3, model.config.sam_prompt_dim)
     size = ((90, 100), (115, 128))
@@ -406,3 +413,34 @@ def test_bad_images_and_long_text(tiny):
         processor.encode_conversation([(QUESTION, long_answer)])
     with pytest.raises(ValueError, match="part 'wing' does not occur in the answer"):
         processor.encode_conversation([(QUESTION, "The car has a door.")], [["wing"]])
+
+
+def test_batched_decoding_matches_sams_own_decoder(tiny):
+    model, _ = tiny
+    torch.manual_seed(2)
+    dim = model.config.sam_prompt_dim
+    embeddings, sparse, dense = (
+        torch.randn(3, dim, 16, 16),
+        torch.randn(3, 1, dim),
+        torch.randn(3, dim, 16, 16),
+    )
+    dense_pe = model.sam_prompt_encoder.get_dense_pe()
+    with torch.no_grad():
+        batched = model._decode_one_prompt_per_image(embeddings, dense_pe, sparse, dense)
+        for b in range(3):
+            single, _ = model.sam_mask_decoder(
+                image_embeddings=embeddings[b : b + 1],
+                image_pe=dense_pe,
+                sparse_prompt_embeddings=sparse[b : b + 1],
+                dense_prompt_embeddings=dense[b : b + 1],
+                multimask_output=False,
+            )
+            assert torch.allclose(batched[b], single[0], atol=1e-5)
+        # and a batch of images decodes as each image alone
+        queries = [torch.randn(n, dim) for n in (3, 1, 2)]
+        sizes = [(60, 80), (128, 128), (100, 50)]
+        resized = [(96, 128), (128, 128), (128, 64)]
+        together, _ = model.decode_masks_batch(embeddings, queries, sizes, resized)
+        for b in range(3):
+            alone, _ = model.decode_masks(embeddings[b : b + 1], queries[b], sizes[b], resized[b])
+            assert torch.allclose(together[b], alone, atol=1e-5)

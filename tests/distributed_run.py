@@ -1,0 +1,34 @@
+"""Run by `accelerate launch` from test_training.py: trains a few steps, then every rank writes a checksum of
+its trainable parameters and what it saw, so the test can check that the ranks stayed in sync."""
+
+import json
+import sys
+
+from accelerate import PartialState
+
+import train_accelerate as trainer
+
+if __name__ == "__main__":
+    out_dir = sys.argv[sys.argv.index("--output_dir") + 1]
+    captured = {}
+    original = trainer.prepare_trainable
+
+    def keep_model(model, args):
+        captured["model"] = original(model, args)
+        return captured["model"]
+
+    trainer.prepare_trainable = keep_model
+    result = trainer.train(*trainer.parse_args(sys.argv[1:]))
+    state = PartialState()
+    model = captured["model"]
+    checksum = sum(float(p.detach().double().sum()) for p in model.parameters() if p.requires_grad)
+    with open(f"{out_dir}/rank{state.process_index}.json", "w") as f:
+        json.dump(
+            {
+                "checksum": checksum,
+                "steps": [h["step"] for h in result["history"]],
+                "world": state.num_processes,
+                "grad_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            },
+            f,
+        )
