@@ -1,0 +1,104 @@
+"""eval_partonomy.py on toy with the tiny model: tables, baselines, dumps, resume and re-scoring."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import eval_partonomy
+from modeling_plum.convert import build_tiny
+from partonomy_dataset import __main__ as dataset_cli
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    assert (
+        dataset_cli.main(["build", "--config", "toy", "--out", str(root / "data"), "--toy-num-images", "34"])
+        == 0
+    )
+    torch.manual_seed(0)
+    model, processor = build_tiny()
+    model.save_pretrained(root / "plum-tiny")
+    processor.save_pretrained(root / "plum-tiny")
+    return root
+
+
+def evaluate(setup, out, *extra):
+    return eval_partonomy.main(
+        [
+            "--dataset",
+            str(setup / "data"),
+            "--config",
+            "toy",
+            "--split",
+            "validation",
+            "--limit",
+            "12",
+            "--out",
+            str(out),
+            "--batch-size",
+            "3",
+            *extra,
+        ]
+    )
+
+
+def test_whole_script_on_toy(setup, tmp_path):
+    results = evaluate(setup, tmp_path / "run", "--model", str(setup / "plum-tiny"))
+    assert set(results) == {"plum-tiny", "random", "oracle-text"}
+    model = results["plum-tiny"]
+    assert set(model["text"]) == set(model["masks"]) and len(model["text"]) >= 4
+    for row in model["masks"].values():
+        assert 0 <= row["micro_giou"] <= 1 and 0 <= row["macro_giou"] <= 1
+    assert all(
+        r["accuracy"] == 1 and r["precision"] == 1 and r["recall"] == 1
+        for r in results["oracle-text"]["text"].values()
+    )
+    assert results["oracle-text"]["masks"] == model["masks"]  # oracle text, the model's own masks
+    dump = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(dump) == 12 and len({d["id"] for d in dump}) == 12
+    for record in dump:
+        assert len(record["scores"]) == 5 and record["chosen"] == int(np.argmax(record["scores"]))
+        assert len(record["masks"]) == len(record["mask_parts"]) == len(record["spans"])
+        assert isinstance(record["masks"][0]["counts"], str)
+        if record["question_type"] in ("part2whole", "whole2part"):
+            assert len(record["object_scores"]) == 5
+    tables = (tmp_path / "run" / "tables.md").read_text()
+    assert "Table 2" in tables and "Table 3" in tables and "| oracle-text |" in tables
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == results
+
+
+def test_resume_and_rescore_from_the_dump(setup, tmp_path):
+    full = evaluate(setup, tmp_path / "full", "--model", str(setup / "plum-tiny"))
+    dump = tmp_path / "partial" / "predictions.jsonl"
+    dump.parent.mkdir()
+    lines = (tmp_path / "full" / "predictions.jsonl").read_text().splitlines()
+    dump.write_text("\n".join(lines[:5]) + "\n")  # an interrupted run
+    resumed = evaluate(
+        setup, tmp_path / "partial", "--model", str(setup / "plum-tiny"), "--name", "plum-tiny"
+    )
+    assert len(dump.read_text().splitlines()) == 12
+    assert resumed == full
+    rescored = evaluate(
+        setup,
+        tmp_path / "rescored",
+        "--from-predictions",
+        str(tmp_path / "full" / "predictions.jsonl"),
+        "--name",
+        "plum-tiny",
+    )
+    assert rescored == full
+
+
+def test_random_baseline_matches_its_expectation(setup):
+    import datasets
+
+    rows = list(datasets.load_dataset(str(setup / "data"), "toy", split="validation"))
+    expected = eval_partonomy.expected_random_text(rows)
+    draws = [eval_partonomy.text_table(rows, eval_partonomy.random_picks(rows, seed)) for seed in range(150)]
+    for question_type, values in expected.items():
+        for metric in ("precision", "recall", "accuracy"):
+            mean = np.mean([d[question_type][metric] for d in draws])
+            assert mean == pytest.approx(values[metric], abs=0.02), (question_type, metric)
