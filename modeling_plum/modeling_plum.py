@@ -783,9 +783,12 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             valid[i, : len(ids)] = True
         cache = prefix.cache
         cache.batch_repeat_interleave(num)
-        # Right padding after the prefix: real tokens never attend to the pads, which come after them.
-        mask = torch.cat([attention_mask.expand(num, -1), torch.ones_like(tokens)], dim=1)
-        out = self.llava(input_ids=tokens, attention_mask=mask, cache=cache, use_cache=True)
+        # Right padding after the prefix: real tokens never attend to the pads, which come after them. An
+        # unpadded prefix needs no mask at all (the causal mask covers it), which skips building one.
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = torch.cat([attention_mask.expand(num, -1), torch.ones_like(tokens)], dim=1)
+        out = self.llava(input_ids=tokens, attention_mask=mask, cache=cache, use_cache=False)
         logits = torch.cat([prefix.logits[:, -1:].expand(num, -1, -1), out.logits[:, :-1]], dim=1)
         log_probs = logits.float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
         return (log_probs * valid).sum(-1) / valid.sum(-1)
