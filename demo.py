@@ -81,6 +81,9 @@ def main():
         "--train-seconds", type=float, default=520, help="stop training early after this long"
     )
     parser.add_argument("--eval-questions", type=int, default=200)
+    parser.add_argument(
+        "--learning-rate", type=float, default=6e-4, help="peak; the tiny model trains from scratch"
+    )
     args = parser.parse_args()
     started = time.monotonic()
     torch.manual_seed(0)
@@ -119,6 +122,8 @@ def main():
                 str(args.train_steps),
                 "--max_train_seconds",
                 str(args.train_seconds),
+                "--learning_rate",
+                str(args.learning_rate),
                 "--save_steps",
                 "0",
                 "--logging_steps",
