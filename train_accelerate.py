@@ -96,6 +96,7 @@ class TrainArguments:
         default=None, metadata={"help": "another Hub endpoint (HF_ENDPOINT also works)"}
     )
     upload_retries: int = 3
+    export_format: str = field(default="merged", metadata={"help": "merged (LoRA folded in) or adapter"})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "a checkpoint folder or `latest`"}
     )
@@ -292,10 +293,23 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def export_model(model, processor, folder: Path):
-    """A loadable model folder: LoRA merged into a copy of the weights, remote-code files, processor."""
-    merged = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    merged.save_pretrained(folder)
+EXPORT_FORMATS = ("merged", "adapter")
+
+
+def export_model(model, processor, folder: Path, export_format: str = "merged"):
+    """A folder `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads, with the processor and the
+    remote-code files. `merged`: LoRA folded into the weights. `adapter`: the base weights (with every other
+    trained module) plus the LoRA adapter beside them, which transformers attaches on load."""
+    if export_format not in EXPORT_FORMATS:
+        raise ValueError(f"export_format must be one of {EXPORT_FORMATS}, got {export_format!r}")
+    is_peft = hasattr(model, "merge_and_unload")
+    if not is_peft:
+        model.save_pretrained(folder)
+    elif export_format == "merged":
+        copy.deepcopy(model).merge_and_unload().save_pretrained(folder)
+    else:
+        copy.deepcopy(model).unload().save_pretrained(folder)  # base weights, LoRA layers removed unmerged
+        model.save_pretrained(folder)  # adapter_config.json + adapter_model.safetensors
     processor.save_pretrained(folder)
 
 
@@ -344,7 +358,9 @@ class HubUploader:
         return any(Path(f) == Path(folder) for _, f, _, _ in self.pending)
 
 
-def save_checkpoint(accelerator, model, processor, output_dir: Path, step, state, keep, uploader=None):
+def save_checkpoint(
+    accelerator, model, processor, output_dir: Path, step, state, keep, uploader=None, export_format="merged"
+):
     """`save_state` + export into a temporary folder, renamed to `checkpoint-<step>` only when complete; the
     oldest checkpoints beyond `keep` are removed (after their upload finished)."""
     final = output_dir / f"checkpoint-{step}"
@@ -356,7 +372,7 @@ def save_checkpoint(accelerator, model, processor, output_dir: Path, step, state
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if accelerator.is_main_process:
-        export_model(accelerator.unwrap_model(model), processor, partial / "model")
+        export_model(accelerator.unwrap_model(model), processor, partial / "model", export_format)
         (partial / STATE_FILE).write_text(json.dumps(state))
         if final.exists():
             shutil.rmtree(final)
@@ -447,7 +463,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     def checkpoint_now():
         position = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
         return save_checkpoint(
-            accelerator, model, processor, output_dir, step, position, args.save_total_limit, uploader
+            accelerator,
+            model,
+            processor,
+            output_dir,
+            step,
+            position,
+            args.save_total_limit,
+            uploader,
+            args.export_format,
         )
 
     progress = tqdm(

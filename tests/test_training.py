@@ -51,6 +51,43 @@ def test_short_run_learns_and_exports_a_loadable_model(toy_folder, tmp_path):
     assert not any("lora_" in n for n, _ in model.named_parameters())  # LoRA merged into the export
 
 
+def test_adapter_and_merged_exports_load_and_agree(tmp_path):
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from modeling_plum.convert import build_tiny
+
+    torch.manual_seed(0)
+    model, processor = build_tiny()
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=trainer.LORA_TARGETS)
+    peft_model = get_peft_model(copy.deepcopy(model), lora)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:  # as after training, so that the adapter matters
+            torch.nn.init.normal_(parameter, std=0.5)
+    trainer.export_model(peft_model, processor, tmp_path / "merged", "merged")
+    trainer.export_model(peft_model, processor, tmp_path / "adapter", "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    merged = AutoModel.from_pretrained(str(tmp_path / "merged"), trust_remote_code=True)
+    adapted = AutoModel.from_pretrained(str(tmp_path / "adapter"), trust_remote_code=True)
+    assert any("lora_" in n for n, _ in adapted.named_parameters())
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    ids = torch.randint(3, 300, (1, 30))
+    ids[0, 1 : 1 + model.config.llava_config.image_seq_length] = model.config.image_token_index
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = peft_model.get_base_model().llava(input_ids=ids, pixel_values=pixels).logits
+        plain = model.llava(input_ids=ids, pixel_values=pixels).logits
+        for loaded in (merged, adapted):
+            assert torch.allclose(
+                loaded.llava(input_ids=ids, pixel_values=pixels).logits, expected, atol=1e-4
+            )
+    assert not torch.allclose(plain, expected, atol=1e-3)  # the adapter did change the model
+    with pytest.raises(ValueError, match="export_format must be one of"):
+        trainer.export_model(peft_model, processor, tmp_path / "x", "gguf")
+
+
 def test_resume_gives_the_same_losses(toy_folder, tmp_path):
     straight = run(toy_folder, tmp_path / "a", "--max_steps", "6", "--save_steps", "3")
     (tmp_path / "b").mkdir()
@@ -76,11 +113,11 @@ def test_interrupted_save_keeps_the_previous_checkpoint(toy_folder, tmp_path, mo
     calls = []
     original = trainer.export_model
 
-    def export_then_fail(model, processor, folder):
+    def export_then_fail(model, processor, folder, export_format):
         calls.append(folder)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed mid-save")
-        original(model, processor, folder)
+        original(model, processor, folder, export_format)
 
     monkeypatch.setattr(trainer, "export_model", export_then_fail)
     with pytest.raises(KeyboardInterrupt):
