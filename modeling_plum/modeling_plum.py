@@ -21,12 +21,9 @@ from transformers import GenerationMixin, LlavaForConditionalGeneration, PreTrai
 from transformers.utils import ModelOutput, logging
 
 from .configuration_plum import PlumConfig
-from .processing_plum import postprocess_masks
+from .processing_plum import IGNORE_INDEX, TAG_B, TAG_I, postprocess_masks
 
 logger = logging.get_logger(__name__)
-
-TAG_O, TAG_B, TAG_I = 0, 1, 2
-IGNORE_INDEX = -100
 
 
 # ----------------------------------------------------------------------------------------------------------

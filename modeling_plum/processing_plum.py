@@ -80,6 +80,14 @@ def find_part_spans(answer: str, parts: list[str]) -> list[tuple[int, int]]:
     return spans
 
 
+def token_span(offsets, char_start: int, char_end: int, text: str) -> tuple[int, int]:
+    """The `(start, end)` token span (end exclusive) of the tokens overlapping characters `[char_start, char_end)`."""
+    tokens = [i for i, (s, e) in enumerate(offsets) if e > s and s < char_end and e > char_start]
+    if not tokens:
+        raise ValueError(f"characters {char_start}-{char_end} of {text!r} fall on no token")
+    return tokens[0], tokens[-1] + 1
+
+
 class PlumProcessor(ProcessorMixin):
     r"""
     Prepares PLUM inputs: CLIP `pixel_values`, SAM `sam_pixel_values` (longest side resized to `sam_image_size`,
@@ -207,13 +215,10 @@ class PlumProcessor(ProcessorMixin):
                 span_labels[i] = TAG_O
         token_spans = []
         for cs, ce in char_spans:
-            tokens = [i for i, (s, e) in enumerate(offsets) if e > s and s < ce and e > cs]
-            if not tokens:
-                raise ValueError(f"the part at characters {cs}-{ce} of {text!r} has no token")
-            span_labels[tokens[0]] = TAG_B
-            for i in tokens[1:]:
-                span_labels[i] = TAG_I
-            token_spans.append((tokens[0], tokens[-1] + 1))
+            start, end = token_span(offsets, cs, ce, text)
+            span_labels[start] = TAG_B
+            span_labels[start + 1 : end] = [TAG_I] * (end - start - 1)
+            token_spans.append((start, end))
         return {
             "input_ids": ids,
             "labels": labels,
@@ -295,11 +300,10 @@ class PlumProcessor(ProcessorMixin):
                 )
         encoded = self.encode_conversation(turns)
         answer_start = encoded["text"].rfind(" " + answer) + 1
-        spans = []
-        for start, end in char_spans:
-            cs, ce = answer_start + start, answer_start + end
-            tokens = [i for i, (s, e) in enumerate(encoded["offsets"]) if e > s and s < ce and e > cs]
-            spans.append((tokens[0], tokens[-1] + 1))
+        spans = [
+            token_span(encoded["offsets"], answer_start + start, answer_start + end, encoded["text"])
+            for start, end in char_spans
+        ]
         inputs = {
             "input_ids": torch.tensor([encoded["input_ids"]]),
             "attention_mask": torch.ones(1, len(encoded["input_ids"]), dtype=torch.long),
