@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 from transformers import GenerationMixin, LlavaForConditionalGeneration, PreTrainedModel
+from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_plum import PlumConfig
@@ -133,14 +134,25 @@ class PlumQueryProjector(nn.Module):
         return self.layers(hidden_states)
 
 
+class PlumLinearProjector(nn.Module):
+    """The single linear projector of LLaVA-LLaMA-2 lightning (the reference PLUM's base; `projector_type="linear"`),
+    in place of LLaVA-1.5's two-layer MLP: `(…, vision_hidden)` → `(…, text_hidden)`."""
+
+    def __init__(self, config: PlumConfig):
+        super().__init__()
+        self.linear = nn.Linear(config.llava_config.vision_config.hidden_size, config.text_config.hidden_size)
+
+    def forward(self, image_features):
+        return self.linear(image_features)
+
+
 class PlumFiLM(nn.Module):
-    """Feature-wise linear modulation: `x * (1 + scale(q)) + shift(q)` per channel, from a span query `q`."""
+    """Feature-wise linear modulation: `x * (1 + scale(q)) + shift(q)` per channel, from a span query `q`. It starts
+    as the identity (`_init_weights` zeroes its projection), so SAM's pretrained mask path is unchanged."""
 
     def __init__(self, query_dim: int, channels: int):
         super().__init__()
         self.proj = nn.Linear(query_dim, 2 * channels)
-        nn.init.zeros_(self.proj.weight)  # starts as the identity, so SAM's pretrained path is unchanged
-        nn.init.zeros_(self.proj.bias)
 
     def forward(self, x, query):
         scale, shift = self.proj(query).chunk(2, dim=-1)
@@ -152,7 +164,8 @@ class PlumMaskFeedbackPooler(nn.Module):
 
     Each earlier mask (low-res logits) goes through SAM's mask-downscaling convolutions (the prompt encoder's
     own layers) with a FiLM layer, conditioned on that span's query, after each conv + LayerNorm; the dense
-    positional encoding is added; then a learned query per patch attends over the stack of earlier masks.
+    positional encoding is added; then a learned query per patch attends over the stack of earlier masks. The
+    attention's output projection starts at zero (`_init_weights`): early, half-trained masks add no noise.
 
     Shapes: `masks (batch, num_earlier, 1, 4h, 4w)`, `queries (batch, num_earlier, prompt_dim)`,
     `dense_pe (1, prompt_dim, h, w)` → `(batch, prompt_dim, h, w)`. Parameters follow the reference
@@ -165,10 +178,8 @@ class PlumMaskFeedbackPooler(nn.Module):
         self.film = nn.ModuleList(
             [PlumFiLM(dim, config.sam_mask_in_chans // 4), PlumFiLM(dim, config.sam_mask_in_chans)]
         )
-        self.patch_queries = nn.Parameter(torch.randn(size * size, 1, dim) * 0.02)  # one query per patch
+        self.patch_queries = nn.Parameter(torch.empty(size * size, 1, dim))  # one query per patch
         self.attention = nn.MultiheadAttention(dim, config.feedback_num_heads, batch_first=True)
-        # Starts by passing nothing on: early, half-trained masks would only add noise to the next prompt.
-        nn.init.zeros_(self.attention.out_proj.weight)
 
     def encode(self, mask_downscaling: nn.Sequential, masks, queries):
         conv1, norm1, act1, conv2, norm2, act2, conv3 = mask_downscaling
@@ -253,21 +264,44 @@ class PlumSegmentationOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _init_head(module: nn.Module, std: float):
+    """Linear layers ~ N(0, std) with zero bias, attention in-projections Xavier, LayerNorms identity."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            init.normal_(layer.weight, std=std)
+            if layer.bias is not None:
+                init.zeros_(layer.bias)
+        elif isinstance(layer, nn.MultiheadAttention):
+            init.xavier_uniform_(layer.in_proj_weight)
+            init.zeros_(layer.in_proj_bias)
+        elif isinstance(layer, nn.LayerNorm):
+            init.ones_(layer.weight)
+            init.zeros_(layer.bias)
+
+
 class PlumPreTrainedModel(PreTrainedModel):
     config_class = PlumConfig
     base_model_prefix = "plum"
     supports_gradient_checkpointing = True
     _no_split_modules = ["LlamaDecoderLayer", "CLIPEncoderLayer", "Block"]
     _supports_sdpa = True
+    # SAM builds its positional-encoding grid in float32 and multiplies it with this random projection.
+    _keep_in_fp32_modules_strict = ["positional_encoding_gaussian_matrix"]
 
     def _init_weights(self, module):
-        # SAM modules and the LLaVA backbone initialise themselves; only the new heads follow the LM's scheme.
-        if isinstance(module, (PlumSpanTagger, PlumQueryProjector)):
-            std = self.config.text_config.initializer_range
-            for layer in module.modules():
-                if isinstance(layer, nn.Linear):
-                    nn.init.normal_(layer.weight, std=std)
-                    nn.init.zeros_(layer.bias)
+        """Initialises PLUM's own heads (also when `from_pretrained` finds them missing, or a converter builds the
+        model on the meta device). SAM modules and the LLaVA backbone come from their checkpoints."""
+        std = self.config.text_config.initializer_range
+        if isinstance(module, (PlumSpanTagger, PlumQueryProjector, PlumLinearProjector)):
+            _init_head(module, std)
+        elif isinstance(module, PlumFiLM):
+            init.zeros_(module.proj.weight)  # the identity
+            init.zeros_(module.proj.bias)
+        elif isinstance(module, PlumMaskFeedbackPooler):
+            init.normal_(module.patch_queries, std=0.02)
+            _init_head(module.attention, std)
+            init.zeros_(module.attention.out_proj.weight)  # passes nothing on at first
+            init.zeros_(module.attention.out_proj.bias)
 
 
 class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
@@ -276,7 +310,10 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: PlumConfig):
         super().__init__(config)
+        config.sync_sub_config_dtypes()
         self.llava = LlavaForConditionalGeneration(config.llava_config)
+        if config.projector_type == "linear":
+            self.llava.model.multi_modal_projector = PlumLinearProjector(config)
         size = config.sam_embedding_size
         self.sam_image_encoder = ImageEncoderViT(
             img_size=config.sam_image_size,
@@ -318,7 +355,6 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         )
         if self.kl_teacher is not None:
             self.kl_teacher.requires_grad_(False)
-        self.register_buffer("span_class_weights", torch.tensor(config.span_class_weights), persistent=False)
         for (
             block
         ) in self.sam_image_encoder.blocks:  # plain SAM modules: the flag lets `transformers` switch them
@@ -346,6 +382,36 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         pe_layer = self.sam_prompt_encoder.pe_layer
         pe_layer.positional_encoding_gaussian_matrix = pe_layer.positional_encoding_gaussian_matrix.float()
         return self
+
+    def _float_input(self, tensor, module: nn.Module):
+        """A float input (the processor gives float32 on the CPU) on `module`'s device, in its dtype."""
+        if tensor is None:
+            return None
+        weight = next(module.parameters())
+        return tensor.to(device=weight.device, dtype=weight.dtype)
+
+    def _head_parameters(self):
+        """The trainable parameters of the modules a batch may leave unused: the feedback pooler (no answer with two
+        parts), SAM's decoder and prompt encoder and the query projector (no part at all)."""
+        modules = (self.feedback_pooler, self.sam_mask_decoder, self.sam_prompt_encoder, self.query_projector)
+        return [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+
+    def _zero_touch(self):
+        """`0 ×` one element of each head parameter: every trainable parameter gets a (zero) gradient whatever the
+        batch holds, which DDP requires without `find_unused_parameters` (the reference does the same)."""
+        params = self._head_parameters()
+        if not params:
+            return None
+        return torch.stack([p.reshape(-1)[0].float() for p in params]).sum() * 0.0
+
+    def _prompt_inputs(self, input_ids, attention_mask, pixel_values):
+        """Token ids and mask on the model's device, CLIP pixels in the vision tower's dtype."""
+        device = self.get_input_embeddings().weight.device
+        return (
+            input_ids.to(device),
+            None if attention_mask is None else attention_mask.to(device),
+            self._float_input(pixel_values, self.llava.model.vision_tower),
+        )
 
     def sync_kl_teacher(self):
         """Copies the current language model into the frozen KL teacher (after loading pretrained weights)."""
@@ -384,7 +450,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         encoder = self.sam_image_encoder
         grad = torch.is_grad_enabled() and self.config.train_sam_image_encoder
         with torch.set_grad_enabled(grad):
-            x = encoder.patch_embed(sam_pixel_values)
+            x = encoder.patch_embed(self._float_input(sam_pixel_values, encoder))
             if encoder.pos_embed is not None:
                 x = x + encoder.pos_embed
             for block in encoder.blocks:
@@ -423,12 +489,15 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             original_sizes, resized_sizes: per image, `(height, width)` of the image and of its SAM input.
 
         Returns:
-            `(mask_logits, low_res)`: per image, `(num_spans, H, W)` logits at the original size and
-            `(num_spans, 4h, 4w)` low-resolution logits.
+            `(mask_logits, low_res)`: per image, `(num_spans, H, W)` float32 logits at the original size and
+            `(num_spans, 4h, 4w)` float32 low-resolution logits, whatever the model's dtype.
         """
+        image_embeddings = self._float_input(image_embeddings, self.sam_mask_decoder)
+        queries = [q.to(image_embeddings.dtype) for q in queries]
         dense_pe = self.sam_prompt_encoder.get_dense_pe().to(image_embeddings.dtype)
         size = self.config.sam_embedding_size
         no_mask = self.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, size, size)
+        no_mask = no_mask.to(image_embeddings.dtype)
         counts = [q.shape[0] for q in queries]
         low_res = [[] for _ in queries]
         for k in range(max(counts, default=0)):
@@ -441,6 +510,8 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                 dense = self.feedback_pooler(
                     self.sam_prompt_encoder.mask_downscaling, earlier, earlier_queries, dense_pe
                 )
+                if self.config.feedback_add_no_mask:
+                    dense = dense + no_mask
             sparse = torch.stack([queries[b][k] for b in active]).unsqueeze(1)
             masks = self._decode_one_prompt_per_image(
                 image_embeddings[active], dense_pe, sparse, dense.to(sparse.dtype)
@@ -451,10 +522,10 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         for b, masks in enumerate(low_res):
             if not masks:
                 side = 4 * size
-                full.append(image_embeddings.new_zeros((0, *[int(v) for v in original_sizes[b]])))
-                low.append(image_embeddings.new_zeros((0, side, side)))
+                full.append(image_embeddings.new_zeros((0, *[int(v) for v in original_sizes[b]])).float())
+                low.append(image_embeddings.new_zeros((0, side, side)).float())
                 continue
-            stacked = torch.stack(masks)  # (k, 1, 4h, 4w)
+            stacked = torch.stack(masks).float()  # (k, 1, 4h, 4w); upsampled in float32
             full.append(self.postprocess_masks(stacked, original_sizes[b], resized_sizes[b])[:, 0])
             low.append(stacked[:, 0])
         return full, low
@@ -472,7 +543,10 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
 
     def _language_forward(self, input_ids, attention_mask, pixel_values, **kwargs):
         return self.llava.model(
-            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, **kwargs
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=self._float_input(pixel_values, self.llava.model.vision_tower),
+            **kwargs,
         )
 
     def _teacher_hidden_states(self, input_ids, attention_mask, pixel_values, image_outputs):
@@ -515,6 +589,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         gt_masks: list | None = None,
         image_embeddings: torch.Tensor | None = None,
         spans: list | None = None,
+        output_logits: bool = True,
         **kwargs,
     ) -> PlumOutput:
         """
@@ -529,10 +604,20 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             image_embeddings (`(batch, prompt_dim, h, w)`, *optional*): precomputed SAM embeddings.
             spans (`list[list[tuple[int, int]]]`, *optional*): token spans to segment; default: from
                 `span_labels` when given, else from the tagger's own predictions.
+            output_logits (`bool`, *optional*, defaults to `True`): compute the LM logits over the whole sequence
+                (always done when `labels` are given); segmentation alone does not need them.
+
+        Inputs may be the processor's CPU float32 tensors: they are moved to the model's device and dtype here;
+        mask logits and losses come back in float32.
         """
+        device = self.get_input_embeddings().weight.device
+        input_ids = input_ids.to(device)
+        attention_mask, labels, span_labels = (
+            None if t is None else t.to(device) for t in (attention_mask, labels, span_labels)
+        )
         out = self._language_forward(input_ids, attention_mask, pixel_values, **kwargs)
         hidden = out.last_hidden_state
-        logits = self.llava.lm_head(hidden)
+        logits = self.llava.lm_head(hidden) if output_logits or labels is not None else None
         config = self.config
 
         lm_loss = None
@@ -544,15 +629,14 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         span_logits = self.span_tagger(hidden, attention_mask)
         span_loss = kl_loss = None
         if span_labels is not None:
-            with_spans = ((span_labels == TAG_B) | (span_labels == TAG_I)).any(
-                -1
-            )  # only sequences with spans
+            with_spans = ((span_labels == TAG_B) | (span_labels == TAG_I)).any(-1)  # only these are tagged
             targets = span_labels.masked_fill(~with_spans[:, None], IGNORE_INDEX)
             if with_spans.any():
                 span_loss = F.cross_entropy(
                     span_logits.reshape(-1, 3).float(),
                     targets.reshape(-1),
-                    weight=self.span_class_weights.float(),
+                    # from the config at every call: a buffer would be left uninitialised by from_pretrained
+                    weight=torch.tensor(config.span_class_weights, device=device, dtype=torch.float32),
                     ignore_index=IGNORE_INDEX,
                 )
             else:
@@ -600,6 +684,9 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                 (config.bce_weight, bce_loss),
             ]
             loss = sum(weight * term for weight, term in terms if term is not None)
+            if self.training and torch.is_grad_enabled():
+                touch = self._zero_touch()
+                loss = loss if touch is None else loss + touch
 
         return PlumOutput(
             loss=loss,
@@ -625,7 +712,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                     f"{gt.shape[0]} ground-truth masks of size {tuple(gt.shape[1:])} were given"
                 )
             predictions.extend(pred.float())
-            targets.extend(gt.float())
+            targets.extend(gt.to(device=pred.device, dtype=torch.float32))
         if not predictions:
             zero = pred_masks[0].sum() * 0.0 if pred_masks else torch.zeros(())
             return zero, zero
@@ -685,6 +772,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             spans=[list(spans)],
             original_sizes=torch.as_tensor(original_size).reshape(1, 2),
             resized_sizes=torch.as_tensor(resized_size).reshape(1, 2),
+            output_logits=False,
         )
         logits = out.pred_masks[0]
         return PlumSegmentationOutput(
@@ -710,8 +798,11 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
     ) -> PlumSegmentationOutput:
         """Generates the answer, tags its spans with the span tagger and segments them (batch of 1).
 
-        With a `processor`, the output also carries the answer text, character offsets and span texts.
+        With a `processor`, the output also carries the answer text, character offsets and span texts. The
+        language model runs once over the generated conversation: its hidden states give both the tags and the
+        span queries.
         """
+        input_ids, attention_mask, pixel_values = self._prompt_inputs(input_ids, attention_mask, pixel_values)
         sequences = self.llava.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -724,20 +815,20 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         full_mask = torch.ones_like(sequences)
         if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(sam_pixel_values)
-        tagged = self(input_ids=sequences, attention_mask=full_mask, pixel_values=pixel_values)
-        tags = tagged.span_logits[0].argmax(-1).tolist()
+        hidden = self._language_forward(sequences, full_mask, pixel_values).last_hidden_state
+        tags = self.span_tagger(hidden, full_mask)[0].argmax(-1).tolist()
         tags = [IGNORE_INDEX] * answer_start + tags[answer_start:]  # only the answer is segmented
         spans = bio_to_spans(tags)
-        result = self.segment_spans(
-            sequences,
-            full_mask,
-            pixel_values,
-            spans,
-            original_size,
-            resized_size,
-            image_embeddings=image_embeddings,
+        logits, _ = self.decode_masks_batch(
+            image_embeddings, [self.span_queries(hidden[0], spans)], [original_size], [resized_size]
         )
-        result.answer_start = answer_start
+        result = PlumSegmentationOutput(
+            sequences=sequences,
+            answer_start=answer_start,
+            spans=spans,
+            masks=logits[0] > self.config.mask_threshold,
+            mask_logits=logits[0],
+        )
         if processor is not None:
             result.text, result.char_spans, result.span_texts = processor.describe_spans(
                 sequences[0, answer_start:].tolist(), [(s - answer_start, e - answer_start) for s, e in spans]
@@ -764,6 +855,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             )
         if not choice_ids or any(len(c) == 0 for c in choice_ids):
             raise ValueError("every answer choice needs at least one token")
+        input_ids, attention_mask, pixel_values = self._prompt_inputs(input_ids, attention_mask, pixel_values)
         prefix = self.llava(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -793,6 +885,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def score_choices_full(self, input_ids, attention_mask, pixel_values, choice_ids):
         """The same scores with one full forward per choice (reference for `score_choices`; slower)."""
+        input_ids, attention_mask, pixel_values = self._prompt_inputs(input_ids, attention_mask, pixel_values)
         scores = []
         for ids in choice_ids:
             choice = torch.as_tensor([ids], device=input_ids.device)

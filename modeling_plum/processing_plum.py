@@ -103,8 +103,14 @@ class PlumProcessor(ProcessorMixin):
         num_image_tokens (`int`, *optional*, defaults to 576): copies of the image token per image (the CLIP
             patch count, `config.llava_config.image_seq_length`).
         image_token (`str`, *optional*, defaults to `"<image>"`): the image placeholder token.
-        max_length (`int`, *optional*, defaults to 512): longer conversations raise an error instead of being
-            cut (a cut would misalign spans and masks).
+        max_length (`int`, *optional*, defaults to 512): the text budget in tokens, image tokens not counted (the
+            paper's 512 is for text; LLaVA-1.5 adds 576 image tokens). Longer conversations raise an error instead
+            of being cut (a cut would misalign spans and masks).
+        system_prompt (`str`, *optional*): text before the first `USER:` turn, followed by a space (the reference
+            PLUM's LLaVA-v1 template opens with "A chat between a curious human and an artificial intelligence
+            assistant. ..."; LLaVA-1.5's own template has none).
+        image_start_token, image_end_token (`str`, *optional*): tokens around the image tokens (`<im_start>` /
+            `<im_end>` in the reference PLUM); none by default.
     """
 
     attributes = ["image_processor", "tokenizer"]
@@ -117,12 +123,18 @@ class PlumProcessor(ProcessorMixin):
         num_image_tokens: int = 576,
         image_token: str = "<image>",
         max_length: int = 512,
+        system_prompt: str | None = None,
+        image_start_token: str | None = None,
+        image_end_token: str | None = None,
         **kwargs,
     ):
         self.sam_image_size = sam_image_size
         self.num_image_tokens = num_image_tokens
         self.image_token = image_token
         self.max_length = max_length
+        self.system_prompt = system_prompt
+        self.image_start_token = image_start_token
+        self.image_end_token = image_end_token
         super().__init__(image_processor, tokenizer, **kwargs)
 
     # -- images --------------------------------------------------------------------------------------------
@@ -160,8 +172,12 @@ class PlumProcessor(ProcessorMixin):
 
     def _segments(self, turns):
         """The conversation as (text, role) pieces; role is "prompt", "answer" or "eos"."""
-        image = self.image_token * self.num_image_tokens
-        pieces = []
+        image = (
+            (self.image_start_token or "")
+            + self.image_token * self.num_image_tokens
+            + (self.image_end_token or "")
+        )
+        pieces = [(self.system_prompt + " ", "prompt")] if self.system_prompt else []
         for t, (question, answer) in enumerate(turns):
             prefix = f"USER: {image}\n{question}" if t == 0 else f"USER: {question}"
             pieces.append((prefix + " ASSISTANT:", "prompt"))
@@ -200,11 +216,7 @@ class PlumProcessor(ProcessorMixin):
                 answer_index += 1
         encoding = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
         ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
-        if len(ids) > self.max_length:
-            raise ValueError(
-                f"the conversation is {len(ids)} tokens, longer than max_length={self.max_length}; "
-                "shorten it (cutting it would misalign its spans and masks)"
-            )
+        self.check_text_length(ids)
         labels, span_labels = [IGNORE_INDEX] * len(ids), [IGNORE_INDEX] * len(ids)
         for i, (start, end) in enumerate(offsets):
             if end <= start:
@@ -227,6 +239,19 @@ class PlumProcessor(ProcessorMixin):
             "text": text,
             "offsets": offsets,
         }
+
+    def text_length(self, ids) -> int:
+        """Tokens of a sequence that count against `max_length`: all but the image tokens."""
+        image_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        return sum(1 for i in ids if i != image_id)
+
+    def check_text_length(self, ids):
+        length = self.text_length(ids)
+        if length > self.max_length:
+            raise ValueError(
+                f"the conversation is {length} text tokens (image tokens not counted), longer than "
+                f"max_length={self.max_length}; shorten it (cutting it would misalign its spans and masks)"
+            )
 
     def __call__(
         self, images=None, conversations=None, parts=None, return_tensors="pt", **kwargs
@@ -272,6 +297,7 @@ class PlumProcessor(ProcessorMixin):
         """Inputs for `PlumForConditionalGeneration.score_choices`: the prompt up to the open assistant turn, and
         each choice's tokens (" {choice}</s>"). `turns` ends with the question being answered (answer `None`)."""
         prompt = self.tokenizer(self.prompt_text(turns), add_special_tokens=True, return_tensors="pt")
+        self.check_text_length(prompt["input_ids"][0].tolist())
         choice_ids = [
             self.tokenizer(" " + choice + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
             for choice in choices

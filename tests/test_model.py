@@ -444,3 +444,110 @@ def test_batched_decoding_matches_sams_own_decoder(tiny):
         for b in range(3):
             alone, _ = model.decode_masks(embeddings[b : b + 1], queries[b], sizes[b], resized[b])
             assert torch.allclose(together[b], alone, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- loaded = built, dtypes
+
+
+def test_a_loaded_model_equals_one_built_from_its_config_and_weights(tiny, toy_car, tmp_path):
+    """`from_pretrained` builds on the meta device: anything only the constructor sets (a non-persistent buffer)
+    would be garbage after loading. The loaded model must compute exactly what the built one computes."""
+    from transformers import AutoModel
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "plum")
+    loaded = AutoModel.from_pretrained(str(tmp_path / "plum"), trust_remote_code=True)
+    built = PlumForConditionalGeneration(PlumConfig.from_pretrained(str(tmp_path / "plum")))
+    built.load_state_dict(model.state_dict(), strict=True)  # the weights that were saved
+    image, answer, parts, gt = toy_car
+    batch, _ = batch_for(processor, image, answer, parts)
+    for mode in ("eval", "train"):
+        losses = []
+        for m in (loaded, built):
+            getattr(m, mode)()
+            torch.manual_seed(0)  # the same dropout masks
+            out = m(**batch, gt_masks=[gt])
+            losses.append(
+                {k: float(getattr(out, k).detach()) for k in ("loss", "span_loss", "mask_loss", "lm_loss")}
+            )
+        assert losses[0] == losses[1], mode
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, built.state_dict()[key]), key
+    moved = copy.deepcopy(loaded).to(torch.float64).to(torch.float32)  # `.to()` keeps every derived value
+    moved.eval()
+    loaded.eval()
+    assert torch.equal(moved(**batch, gt_masks=[gt]).loss, loaded(**batch, gt_masks=[gt]).loss)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tiny, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "plum"
+    tiny[0].save_pretrained(folder)
+    tiny[1].save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_public_method_takes_float32_inputs_in_any_dtype(tiny_folder, toy_car, dtype):
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(str(tiny_folder), trust_remote_code=True, dtype=dtype).eval()
+    processor = AutoProcessor.from_pretrained(str(tiny_folder), trust_remote_code=True)
+    floats = {n: b.dtype for n, b in model.named_buffers() if b.is_floating_point()}
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert {n for n, d in floats.items() if d != dtype} == {
+        "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",  # SAM's grid is float32
+        "llava.model.language_model.rotary_emb.inv_freq",  # transformers keeps RoPE frequencies in float32
+        "llava.model.language_model.rotary_emb.original_inv_freq",
+    }
+    image, answer, parts, gt = toy_car
+    batch, spans = batch_for(processor, image, answer, parts)
+    assert batch["pixel_values"].dtype == batch["sam_pixel_values"].dtype == torch.float32
+    with torch.no_grad():
+        out = model(**batch, gt_masks=[gt])
+        assert torch.isfinite(out.loss) and out.loss.dtype == torch.float32
+        assert out.pred_masks[0].dtype == torch.float32
+        embeddings = model.get_image_embeddings(batch["sam_pixel_values"])
+    assert embeddings.dtype == dtype
+    segmented = model.segment_spans(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["pixel_values"],
+        spans[0],
+        batch["original_sizes"][0],
+        batch["resized_sizes"][0],
+        sam_pixel_values=batch["sam_pixel_values"],
+    )
+    assert segmented.masks.dtype == torch.bool and segmented.mask_logits.dtype == torch.float32
+    prompt = processor.choice_inputs(image, [(QUESTION, None)], ["It is a car.", answer])
+    scores = model.score_choices(
+        prompt["input_ids"], prompt["attention_mask"], prompt["pixel_values"], prompt["choice_ids"]
+    )
+    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    answered = model.answer_and_segment(
+        prompt["input_ids"],
+        prompt["attention_mask"],
+        prompt["pixel_values"],
+        prompt["original_sizes"][0],
+        prompt["resized_sizes"][0],
+        sam_pixel_values=prompt["sam_pixel_values"],
+        max_new_tokens=4,
+    )
+    assert answered.masks.dtype == torch.bool and answered.mask_logits.dtype == torch.float32
+
+
+def test_feedback_starts_from_sams_no_mask_prompt(tiny):
+    """With `feedback_add_no_mask` (the default for pretrained SAM), spans k >= 1 first see exactly the no-mask prompt
+    SAM was trained with: the pooled term starts at zero."""
+    config = PlumConfig(**{**tiny[0].config.to_dict(), "feedback_add_no_mask": True})
+    torch.manual_seed(0)
+    model = PlumForConditionalGeneration(config).eval()
+    embedding = torch.randn(1, config.sam_prompt_dim, 16, 16)
+    queries = torch.randn(3, config.sam_prompt_dim)
+    with torch.no_grad():
+        with_feedback, _ = model.decode_masks(embedding, queries, (100, 120), (107, 128))
+        pooler, model.feedback_pooler = model.feedback_pooler, None
+        without, _ = model.decode_masks(embedding, queries, (100, 120), (107, 128))
+        model.feedback_pooler = pooler
+    assert torch.equal(with_feedback, without)
+    assert PlumConfig().feedback_add_no_mask and not tiny[0].config.feedback_add_no_mask
