@@ -1,14 +1,15 @@
 """The paper's Tables 2 (gIoU) and 3 (P / R / A / PA / OA) for any PLUM checkpoint on any PARTONOMY config.
 
-    python eval_partonomy.py --model DIR_OR_HUB_ID --dataset FOLDER_OR_HUB_ID --config core --split test \\
-        [--limit N] [--batch-size B] [--out DIR]
+    python eval_partonomy.py --model DIR_OR_HUB_ID --trust_remote_code --dataset FOLDER_OR_HUB_ID --config core \\
+        --split test [--limit N] [--batch-size B] [--device cuda] [--dtype bfloat16 | --device-map auto] [--out DIR]
     python eval_partonomy.py --from-predictions DIR/predictions.jsonl --dataset FOLDER --config core --split test
 
 Text: each question's answer is the choice with the highest mean token log-likelihood (shared-prefix scoring);
 part2whole picks the parts, then the object in the conversation that follows; whole2part the object, then the
 parts. Masks are teacher-forced: the correct answer's part names are segmented (with the feedback loop) and
 paired with the ground-truth masks by name. Baseline rows from the same code: `random` (a uniform choice) and
-`oracle-text` (always the correct choice; the model's masks). An interrupted run resumes from its dump.
+`oracle-text` (always the correct choice; the model's masks). An interrupted run resumes from its dump, whose first
+line names the model and its weights' fingerprint: resuming with another model is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,37 +31,16 @@ from metrics.giou import compute_giou
 from metrics.partonomy_text import compute_partonomy_text
 from partonomy_dataset import masks as rle
 from partonomy_dataset.templates import PART_WHOLE_TYPES, QUESTION_TYPES
-from train_accelerate import Collator, choose
+from plum_training.data import Collator
+from plum_training.loading import DTYPES, default_device, load_model_and_processor, weights_fingerprint
+from plum_training.scoring import predict_text
 
 logger = logging.getLogger("eval_partonomy")
 DUMP = "predictions.jsonl"
+DUMP_FORMAT = "partonomy-predictions/1"
 
 
 # ---------------------------------------------------------------------------------------------------- predicting
-
-
-def predict_text(model, processor, row) -> dict:
-    """Choice scores and picks for one question, in the paper's order for the part-whole types."""
-    image, out = row["image"], {}
-    objects = row["object_answer_choices"]
-    if row["question_type"] == "whole2part":
-        out["object_scores"], out["object_chosen"] = choose(
-            model, processor, image, [(row["object_question"], None)], objects
-        )
-        history = [(row["object_question"], objects[out["object_chosen"]])]
-        out["scores"], out["chosen"] = choose(
-            model, processor, image, history + [(row["question"], None)], row["answer_choices"]
-        )
-    else:
-        out["scores"], out["chosen"] = choose(
-            model, processor, image, [(row["question"], None)], row["answer_choices"]
-        )
-        if row["question_type"] == "part2whole":
-            history = [(row["question"], row["answer_choices"][out["chosen"]])]
-            out["object_scores"], out["object_chosen"] = choose(
-                model, processor, image, history + [(row["object_question"], None)], objects
-            )
-    return out
 
 
 @torch.no_grad()
@@ -73,10 +55,10 @@ def predict_masks(model, processor, rows, embeddings: dict) -> list[dict]:
             embeddings[rows[i]["image_id"]] = embedding
     image_embeddings = torch.stack([embeddings[row["image_id"]] for row in rows])
     batch.pop("sam_pixel_values")
-    out = model(**batch, image_embeddings=image_embeddings)
+    out = model(**batch, image_embeddings=image_embeddings, output_logits=False)
     results = []
     for row, spans, logits in zip(rows, out.spans, out.pred_masks):
-        masks = (logits > model.config.mask_threshold).numpy()
+        masks = (logits > model.config.mask_threshold).cpu().numpy()
         results.append(
             {
                 "spans": [list(s) for s in spans],
@@ -87,12 +69,57 @@ def predict_masks(model, processor, rows, embeddings: dict) -> list[dict]:
     return results
 
 
-def run_model(model_path, rows, batch_size: int, dump: Path):
-    from transformers import AutoModel, AutoProcessor
+def read_dump(path: Path, repair: bool = False) -> tuple[dict | None, dict]:
+    """The header (or None for a file without one, e.g. written by another model's code) and the records by id.
 
-    model = AutoModel.from_pretrained(model_path, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
-    done = {json.loads(line)["id"] for line in dump.read_text().splitlines()} if dump.exists() else set()
+    A torn last line (a run killed mid-write) is dropped with a warning; with `repair` the file is rewritten without
+    it, so that the question is predicted again. A bad line elsewhere is an error naming the file and line."""
+    header, records = None, {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                logger.warning("%s: the last line is incomplete (a run stopped mid-write); dropping it", path)
+                if repair:
+                    tmp = path.with_name(f".{path.name}.tmp")
+                    tmp.write_text("".join(kept + "\n" for kept in lines[:-1]), encoding="utf-8")
+                    os.replace(tmp, path)
+                break
+            raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from None
+        if "header" in record:
+            header = record["header"]
+            continue
+        if "id" not in record:
+            raise ValueError(f"{path}, line {number}: a prediction needs an `id`")
+        records[record["id"]] = record
+    return header, records
+
+
+def run_model(
+    model_path, rows, batch_size: int, dump: Path, device=None, dtype="auto", device_map=None, trust=False
+):
+    model, processor = load_model_and_processor(model_path, trust, dtype, device_map)
+    if device_map is None:
+        model = model.to(device or default_device())
+    model.eval()
+    header = {"format": DUMP_FORMAT, "model": str(model_path), "fingerprint": weights_fingerprint(model)}
+    done = {}
+    if dump.exists():
+        previous, done = read_dump(dump, repair=True)
+        if previous is not None and (previous["model"], previous["fingerprint"]) != (
+            header["model"],
+            header["fingerprint"],
+        ):
+            raise ValueError(
+                f"{dump} holds predictions of {previous['model']} (weights {previous['fingerprint']}); this run "
+                f"evaluates {header['model']} (weights {header['fingerprint']}): use another --out"
+            )
+    if not dump.exists() or dump.stat().st_size == 0:
+        dump.write_text(json.dumps({"header": header}) + "\n", encoding="utf-8")
     todo = [row for row in rows if row["id"] not in done]
     if done:
         logger.info("resuming: %d questions already in %s, %d to go", len(done), dump, len(todo))
@@ -115,15 +142,6 @@ def run_model(model_path, rows, batch_size: int, dump: Path):
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
-
-
-def read_dump(path: Path) -> dict:
-    records = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            records[record["id"]] = record
-    return records
 
 
 def random_picks(rows, seed: int = 0) -> dict:
@@ -246,7 +264,7 @@ def score(rows, records, model_name: str) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a PLUM folder or Hub id")
+    source.add_argument("--model", help="a PLUM folder or Hub id (or `tiny`, the in-process preset)")
     source.add_argument(
         "--from-predictions", metavar="DUMP", help="re-score a predictions dump, no model needed"
     )
@@ -257,6 +275,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--out", default="eval_out")
     parser.add_argument("--name", help="the model's row name in the tables (default: the model path)")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
+    parser.add_argument("--dtype", default="auto", choices=sorted(DTYPES), help="default: the checkpoint's")
+    parser.add_argument(
+        "--device-map", help="`auto`: spread a model that fits no single device over all of them (accelerate)"
+    )
+    parser.add_argument(
+        "--trust_remote_code",
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model code the checkpoint carries (PLUM is a trust_remote_code model); off by default",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -268,12 +297,23 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if args.model:
         dump = out / DUMP
-        run_model(args.model, rows, args.batch_size, dump)
+        run_model(
+            args.model,
+            rows,
+            args.batch_size,
+            dump,
+            args.device,
+            args.dtype,
+            args.device_map,
+            args.trust_remote_code,
+        )
         name = args.name or Path(args.model).name
     else:
         dump = Path(args.from_predictions)
+        if not dump.exists():
+            raise FileNotFoundError(f"predictions file not found: {dump}")
         name = args.name or dump.parent.name or "model"
-    results = score(rows, read_dump(dump), name)
+    results = score(rows, read_dump(dump)[1], name)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     tables = markdown_tables(results)
     (out / "tables.md").write_text(tables)
@@ -282,4 +322,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -2,15 +2,16 @@
 
     accelerate launch train_accelerate.py --model_name_or_path tiny --dataset partonomy --configs toy \\
         --output_dir runs/toy --max_steps 500
+    accelerate launch train_accelerate.py --model_name_or_path plum-13b/ --trust_remote_code ...
     accelerate launch train_accelerate.py config.yaml          # the same arguments in a YAML file
 
 Defaults follow the paper's Table 6 (AdamW 3e-4, betas 0.9/0.95, no weight decay, 100 warm-up steps then linear
-decay, gradient clip 1.0, gradient accumulation 10, bf16 where the hardware has it, seed 42).
+decay, gradient clip 1.0, gradient accumulation 10, bf16 where the hardware has it, seed 42). Steps are optimizer
+updates, on every number of processes: the learning-rate schedule is the same for 1 and N processes.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import shutil
@@ -20,21 +21,51 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoProcessor, HfArgumentParser, get_linear_schedule_with_warmup
+from transformers import HfArgumentParser, get_linear_schedule_with_warmup
 
 from metrics.giou import compute_giou
 from metrics.partonomy_text import compute_partonomy_text
-from partonomy_dataset import masks as rle
+from plum_training.checkpoints import (
+    EXPORT_DIR,
+    EXPORT_FORMATS,
+    STATE_FILE,
+    CheckpointError,
+    HubUploader,
+    check_base_pointer,
+    check_saved_parameters,
+    checkpoints,
+    export_model,
+    finish_checkpoint,
+    resolve_resume,
+    trainable_only_hook,
+    write_base_pointer,
+)
+from plum_training.data import Collator, conversation, epoch_order, load_training_data
+from plum_training.history import LogHistory
+from plum_training.loading import load_model_and_processor, weights_fingerprint
+from plum_training.scoring import choose
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "STATE_FILE",
+    "Collator",
+    "checkpoints",
+    "conversation",
+    "evaluate_model",
+    "export_model",
+    "parse_args",
+    "prepare_trainable",
+    "resolve_resume",
+    "train",
+]
 
 logger = get_logger(__name__)
 LORA_TARGETS = r".*\.language_model\..*\.(q_proj|v_proj)"  # the LM only, never CLIP
-STATE_FILE = "training_state.json"
 LOSS_NAMES = ("loss", "lm_loss", "span_loss", "kl_loss", "mask_loss", "bce_loss")
 
 
@@ -43,10 +74,26 @@ class ModelArguments:
     model_name_or_path: str = field(
         default="tiny", metadata={"help": "a PLUM folder / Hub id, or the preset `tiny`"}
     )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "run the model code a checkpoint carries (PLUM is a trust_remote_code model); off by default"
+        },
+    )
+    model_dtype: str = field(
+        default="auto",
+        metadata={"help": "dtype to load the weights in: auto (the checkpoint's), float32, bfloat16"},
+    )
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    train_prompt_encoder: bool = field(default=False, metadata={"help": "also train SAM's prompt encoder"})
+    train_prompt_encoder: bool = field(
+        default=True, metadata={"help": "train SAM's prompt encoder (Table 6: decoder + prompt encoder)"}
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute LLaMA (and a trained SAM encoder) activations in backward"},
+    )
 
 
 @dataclass
@@ -87,7 +134,9 @@ class TrainArguments:
     mixed_precision: str = field(
         default="auto", metadata={"help": "auto (bf16 where supported), bf16, fp16, no"}
     )
-    log_with: str | None = field(default=None, metadata={"help": "an accelerate tracker, e.g. tensorboard"})
+    log_with: str | None = field(
+        default=None, metadata={"help": "an accelerate tracker: tensorboard, trackio, wandb, ..."}
+    )
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private_repo: bool = False
@@ -97,83 +146,29 @@ class TrainArguments:
     )
     upload_retries: int = 3
     export_format: str = field(default="merged", metadata={"help": "merged (LoRA folded in) or adapter"})
+    export_every_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": "write a loadable export into every checkpoint (by default: the last one, and pushed ones)"
+        },
+    )
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "a checkpoint folder or `latest`"}
     )
 
 
-# ---------------------------------------------------------------------------------------------------- data
-
-
-def conversation(row) -> tuple[list[tuple[str, str]], list[list[str]]]:
-    """The correct answer's conversation (two turns for the part-whole types) and the parts to tag per turn."""
-    parts_turn = (row["question"], row["answer_choices"][row["correct_index"]])
-    if row["question_type"] == "part2whole":
-        object_turn = (row["object_question"], row["object_answer_choices"][row["object_correct_index"]])
-        return [parts_turn, object_turn], [row["parts"], []]
-    if row["question_type"] == "whole2part":
-        object_turn = (row["object_question"], row["object_answer_choices"][row["object_correct_index"]])
-        return [object_turn, parts_turn], [[], row["parts"]]
-    return [parts_turn], [row["parts"]]
-
-
-class Collator:
-    """Dataset rows → PLUM training batches (ground-truth masks decoded from RLE at the original size)."""
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def __call__(self, rows):
-        conversations, parts = zip(*(conversation(row) for row in rows))
-        batch = self.processor(
-            images=[row["image"] for row in rows], conversations=list(conversations), parts=list(parts)
-        )
-        batch.pop("spans")
-        batch = dict(batch)
-        batch["gt_masks"] = [
-            torch.from_numpy(np.stack([rle.decode(m) for m in row["masks"]])).float() for row in rows
-        ]
-        return batch
-
-
-def load_training_data(args: DataArguments, seed: int):
-    parts = [datasets.load_dataset(args.dataset, config, split=args.train_split) for config in args.configs]
-    if len(parts) == 1:
-        return parts[0]
-    probabilities = args.sampling_probabilities
-    if probabilities is not None:
-        if len(probabilities) != len(parts):
-            raise ValueError(f"{len(probabilities)} sampling probabilities for {len(parts)} configs")
-        probabilities = [p / sum(probabilities) for p in probabilities]
-    return datasets.interleave_datasets(
-        parts, probabilities=probabilities, seed=seed, stopping_strategy="all_exhausted"
-    )
-
-
-def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:
-    """The data order of an epoch: a function of (seed, epoch) only, so a resumed run sees the same batches."""
-    return np.random.default_rng([seed, epoch]).permutation(num_rows).tolist()
-
-
 # ---------------------------------------------------------------------------------------------------- model
 
 
-def load_model_and_processor(args: ModelArguments):
-    if args.model_name_or_path == "tiny":
-        from modeling_plum.convert import build_tiny
-
-        return build_tiny()
-    model = AutoModel.from_pretrained(args.model_name_or_path, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(args.model_name_or_path, trust_remote_code=True)
-    return model, processor
-
-
 def prepare_trainable(model, args: ModelArguments):
-    """LoRA on the LM's q/v projections; trainable lm_head, embed_tokens, mask decoder and PLUM heads; frozen
-    CLIP tower and projector; SAM image / prompt encoders per the config."""
+    """LoRA on the LM's q/v projections; trainable lm_head, embed_tokens, mask decoder, prompt encoder and PLUM heads;
+    frozen CLIP tower and projector; SAM's image encoder per the config."""
     from peft import LoraConfig, get_peft_model
 
     config = model.config
+    if args.gradient_checkpointing:
+        # non-reentrant: frozen inputs need no `enable_input_require_grads`, and DDP sees every parameter once
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
@@ -192,7 +187,7 @@ def prepare_trainable(model, args: ModelArguments):
     ]
     if base.feedback_pooler is not None:
         trainable.append(base.feedback_pooler)
-    if args.train_prompt_encoder or config.train_sam_prompt_encoder:
+    if args.train_prompt_encoder and config.train_sam_prompt_encoder:
         trainable.append(base.sam_prompt_encoder)
     if config.train_sam_image_encoder:
         trainable.append(base.sam_image_encoder)
@@ -231,19 +226,6 @@ def parameter_table(model) -> str:
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
-def choose(model, processor, image, turns, choices) -> tuple[list[float], int]:
-    """Scores of the answer choices after `turns` (the last one open) and the index of the best."""
-    inputs = processor.choice_inputs(image, turns, choices)
-    scores = model.score_choices(
-        inputs["input_ids"],
-        inputs["attention_mask"],
-        inputs["pixel_values"],
-        inputs["choice_ids"],
-        pad_token_id=processor.tokenizer.pad_token_id,
-    )
-    return scores.tolist(), int(scores.argmax())
-
-
 @torch.no_grad()
 def evaluate_model(model, processor, rows) -> dict:
     """Teacher-forced masks (the correct answer's part spans, paired with the ground truth by part) → micro /
@@ -255,8 +237,8 @@ def evaluate_model(model, processor, rows) -> dict:
     for row in tqdm(rows, desc="evaluating", leave=False):
         batch = collator([row])
         batch.pop("gt_masks")
-        out = model(**batch)
-        prediction = [m.numpy() for m in (out.pred_masks[0].float() > model.config.mask_threshold)]
+        out = model(**batch, output_logits=False)
+        prediction = [m.numpy() for m in (out.pred_masks[0] > model.config.mask_threshold).cpu()]
         turns = [(row["question"], None)]
         if row["question_type"] == "whole2part":
             turns = [
@@ -288,81 +270,13 @@ def evaluate_model(model, processor, rows) -> dict:
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
-def checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-EXPORT_FORMATS = ("merged", "adapter")
-
-
-def export_model(model, processor, folder: Path, export_format: str = "merged"):
-    """A folder `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads, with the processor and the
-    remote-code files. `merged`: LoRA folded into the weights. `adapter`: the base weights (with every other
-    trained module) plus the LoRA adapter beside them, which transformers attaches on load."""
-    if export_format not in EXPORT_FORMATS:
-        raise ValueError(f"export_format must be one of {EXPORT_FORMATS}, got {export_format!r}")
-    is_peft = hasattr(model, "merge_and_unload")
-    if not is_peft:
-        model.save_pretrained(folder)
-    elif export_format == "merged":
-        copy.deepcopy(model).merge_and_unload().save_pretrained(folder)
-    else:
-        copy.deepcopy(model).unload().save_pretrained(folder)  # base weights, LoRA layers removed unmerged
-        model.save_pretrained(folder)  # adapter_config.json + adapter_model.safetensors
-    processor.save_pretrained(folder)
-
-
-class HubUploader:
-    """Uploads exports in the background (`upload_folder(run_as_future=True)`); failures are logged and retried,
-    never raised, so training does not stop for the network."""
-
-    def __init__(self, repo_id, token=None, private=False, endpoint=None, retries=3):
-        from huggingface_hub import HfApi
-
-        self.api = HfApi(endpoint=endpoint, token=token)
-        self.repo_id, self.retries = repo_id, retries
-        self.api.create_repo(repo_id, private=private, exist_ok=True)
-        self.pending = []  # (future, folder, message, attempts left)
-        self.commits = {}
-
-    def submit(self, folder, message, attempts=None):
-        future = self.api.upload_folder(
-            folder_path=str(folder), repo_id=self.repo_id, commit_message=message, run_as_future=True
-        )
-        self.pending.append((future, folder, message, self.retries if attempts is None else attempts))
-
-    def poll(self, wait=False):
-        """Collects finished uploads into `self.commits` (folder → commit info); retries failed ones."""
-        still = []
-        for future, folder, message, attempts in self.pending:
-            if not wait and not future.done():
-                still.append((future, folder, message, attempts))
-                continue
-            error = future.exception()
-            if error is None:
-                self.commits[str(folder)] = future.result()
-            elif attempts > 0:
-                logger.warning(f"upload of {folder} failed ({error}); retrying, {attempts} tries left")
-                future = self.api.upload_folder(
-                    folder_path=str(folder), repo_id=self.repo_id, commit_message=message, run_as_future=True
-                )
-                still.append((future, folder, message, attempts - 1))
-            else:
-                logger.error(f"upload of {folder} failed for good: {error}")
-        self.pending = still
-        if wait and self.pending:
-            self.poll(wait=True)
-
-    def waits_on(self, folder) -> bool:
-        return any(Path(f) == Path(folder) for _, f, _, _ in self.pending)
-
-
 def save_checkpoint(
-    accelerator, model, processor, output_dir: Path, step, state, keep, uploader=None, export_format="merged"
+    accelerator, model, processor, output_dir: Path, step, state, args, base, uploader=None, export=False
 ):
-    """`save_state` + export into a temporary folder, renamed to `checkpoint-<step>` only when complete; the
-    oldest checkpoints beyond `keep` are removed (after their upload finished)."""
+    """Training state (trainable parameters, optimizer, scheduler, RNG, data position) + the pointer to the base
+    weights into a temporary folder, renamed to `checkpoint-<step>` only when complete; with `export` also a loadable
+    export in `checkpoint-<step>/model`. The oldest checkpoints beyond `save_total_limit` are removed (after their
+    upload finished)."""
     final = output_dir / f"checkpoint-{step}"
     partial = output_dir / f".checkpoint-{step}.partial"  # the same name on every rank
     accelerator.wait_for_everyone()
@@ -371,35 +285,51 @@ def save_checkpoint(
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    full_state = accelerator.get_state_dict(model) if export else None  # a collective under FSDP / DeepSpeed
     if accelerator.is_main_process:
-        export_model(accelerator.unwrap_model(model), processor, partial / "model", export_format)
-        (partial / STATE_FILE).write_text(json.dumps(state))
-        if final.exists():
-            shutil.rmtree(final)
-        partial.rename(final)
-        if uploader is not None:
-            uploader.submit(final / "model", f"checkpoint {step}")
+        write_base_pointer(partial, *base)
+        if export:
+            export_model(
+                accelerator.unwrap_model(model),
+                processor,
+                partial / EXPORT_DIR,
+                args.export_format,
+                full_state,
+            )
+        finish_checkpoint(partial, final, state)
+        if uploader is not None and export:
+            uploader.submit(final / EXPORT_DIR, f"checkpoint {step}")
             uploader.poll()
+        keep = args.save_total_limit
         for old in checkpoints(output_dir)[:-keep] if keep > 0 else []:
-            if uploader is not None and uploader.waits_on(old / "model"):
+            if uploader is not None and uploader.waits_on(old / EXPORT_DIR):
                 uploader.poll(wait=True)
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
 
 
-def resolve_resume(path: str | None, output_dir: Path) -> Path | None:
-    if path is None:
-        return None
-    if path == "latest":
-        found = checkpoints(output_dir)
-        return found[-1] if found else None
-    if not (Path(path) / STATE_FILE).exists():
-        raise FileNotFoundError(f"not a complete checkpoint (no {STATE_FILE}): {path}")
-    return Path(path)
+def load_checkpoint(accelerator, folder: Path, model):
+    """`accelerator.load_state` of a checkpoint that holds only the trainable parameters (each of which it must hold);
+    any failure becomes one error that names the checkpoint."""
+    check_saved_parameters(folder, model)
+    try:
+        accelerator.load_state(str(folder), strict=False)
+    except Exception as error:  # torch, safetensors and pickle each raise their own types for a damaged file
+        raise CheckpointError(
+            f"checkpoint {folder} cannot be loaded: {type(error).__name__}: {error}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------- training
+
+
+def _upcast_trainable(model):
+    """Trainable parameters in float32 (the optimizer's master weights) when the checkpoint was loaded in bf16 /
+    fp16; the frozen base stays in its dtype and autocast runs the mixed matmuls."""
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype in (torch.bfloat16, torch.float16):
+            parameter.data = parameter.data.float()
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments) -> dict:
@@ -415,11 +345,24 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if args.export_format not in EXPORT_FORMATS:
+        raise ValueError(f"export_format must be one of {EXPORT_FORMATS}, got {args.export_format!r}")
 
-    model, processor = load_model_and_processor(model_args)
+    model, processor = load_model_and_processor(
+        model_args.model_name_or_path, model_args.trust_remote_code, model_args.model_dtype
+    )
+    base = (model_args.model_name_or_path, weights_fingerprint(model))
     model = prepare_trainable(model, model_args)
+    if mixed != "no":
+        _upcast_trainable(model)
     accelerator.print(parameter_table(model))
-    train_data = load_training_data(data_args, args.seed)
+    train_data = load_training_data(
+        data_args.dataset,
+        data_args.configs,
+        data_args.train_split,
+        args.seed,
+        data_args.sampling_probabilities,
+    )
     eval_rows = None
     if args.eval_steps:
         eval_data = datasets.load_dataset(data_args.dataset, data_args.configs[0], split=data_args.eval_split)
@@ -436,10 +379,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.weight_decay,
     )
+    # Defined in optimizer updates and stepped once per update by this loop. Not passed to `prepare`: accelerate's
+    # wrapper steps a scheduler once per process, which runs the schedule N times too fast on N processes.
     scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    accelerator.register_save_state_pre_hook(trainable_only_hook(model))
     if args.log_with:
-        accelerator.init_trackers("plum", config={**asdict(model_args), **asdict(data_args), **asdict(args)})
+        accelerator.init_trackers(
+            "plum",
+            config={
+                k: str(v) for k, v in {**asdict(model_args), **asdict(data_args), **asdict(args)}.items()
+            },
+        )
     uploader = None
     if args.push_to_hub and accelerator.is_main_process:
         if not args.hub_model_id:
@@ -448,36 +400,34 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
             args.hub_model_id, args.hub_token, args.hub_private_repo, args.hub_endpoint, args.upload_retries
         )
 
+    history_file = LogHistory(output_dir, enabled=accelerator.is_main_process)
     step, epoch, batch_in_epoch = 0, 0, 0
     started = time.monotonic()
     resume = resolve_resume(args.resume_from_checkpoint, output_dir)
     if resume is not None:
-        accelerator.load_state(str(resume))
+        check_base_pointer(resume, *base)
+        load_checkpoint(accelerator, resume, model)
         state = json.loads((resume / STATE_FILE).read_text())
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        history_file.resume_at(step)
         accelerator.print(f"resumed from {resume} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+    else:
+        history_file.start_fresh()
 
     collator = Collator(processor)
     history = []
 
-    def checkpoint_now():
+    def checkpoint_now(export):
         position = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
         return save_checkpoint(
-            accelerator,
-            model,
-            processor,
-            output_dir,
-            step,
-            position,
-            args.save_total_limit,
-            uploader,
-            args.export_format,
+            accelerator, model, processor, output_dir, step, position, args, base, uploader, export
         )
 
     progress = tqdm(
         total=max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process
     )
     model.train()
+    totals, micro_batches = {}, 0
     while step < max_steps:
         order = epoch_order(len(train_data), args.seed, epoch)
         loader = torch.utils.data.DataLoader(
@@ -488,7 +438,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
             # resumed run would drift from an uninterrupted one
             generator=torch.Generator().manual_seed(args.seed + epoch),
         )
-        loader = accelerator.prepare_data_loader(loader, device_placement=False)
+        loader = accelerator.prepare_data_loader(loader)  # batches on the model's device
         loader = accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader
         for batch in loader:
             batch_in_epoch += 1
@@ -498,43 +448,51 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad()
+            for name in LOSS_NAMES:
+                value = getattr(out, name)
+                if value is not None:
+                    totals[name] = totals.get(name, 0.0) + value.detach().float()
+            micro_batches += 1
             if not accelerator.sync_gradients:
                 continue
+            scheduler.step()  # once per optimizer update, whatever the number of processes
             step += 1
             progress.update(1)
-            logs = {k: float(getattr(out, k).detach()) for k in LOSS_NAMES if getattr(out, k) is not None}
-            logs["lr"] = scheduler.get_last_lr()[0]
-            history.append({"step": step, **logs})
+            names = sorted(totals)
+            means = accelerator.reduce(
+                torch.stack([totals[n] for n in names]) / micro_batches, reduction="mean"
+            )
+            logs = {"step": step, "lr": scheduler.get_last_lr()[0], **dict(zip(names, means.tolist()))}
+            totals, micro_batches = {}, 0
+            history.append(logs)
+            history_file.append(logs)
+            accelerator.log({k: v for k, v in logs.items() if k != "step"}, step=step)  # as in the log file
             if step % args.logging_steps == 0:
-                accelerator.log(logs, step=step)
                 progress.set_postfix(loss=f"{logs['loss']:.3f}")
             if eval_rows and args.eval_steps and step % args.eval_steps == 0 and accelerator.is_main_process:
                 metrics = evaluate_model(accelerator.unwrap_model(model), processor, eval_rows)
                 overall = {k: v for k, v in metrics.items() if k != "per_type"}
                 accelerator.log({f"eval/{k}": v for k, v in overall.items()}, step=step)
                 accelerator.print(f"step {step}: {overall}")
-            if args.save_steps and step % args.save_steps == 0:
-                checkpoint_now()
             out_of_time = args.max_train_seconds and time.monotonic() - started > args.max_train_seconds
             if out_of_time:
                 accelerator.print(
                     f"stopping at step {step}: --max_train_seconds {args.max_train_seconds} reached"
                 )
                 max_steps = step
+            if args.save_steps and step % args.save_steps == 0 and step < max_steps:
+                checkpoint_now(export=args.export_every_checkpoint or args.push_to_hub)
             if step >= max_steps:
                 break
         else:
             epoch, batch_in_epoch = epoch + 1, 0
     progress.close()
-    final = output_dir / f"checkpoint-{step}"
-    if not (final / STATE_FILE).exists():  # not saved by the periodic save at this very step
-        final = checkpoint_now()
+    final = checkpoint_now(export=True)
     result = {"history": history, "final_checkpoint": str(final)}
     if uploader is not None:
         uploader.poll(wait=True)
-        commit = uploader.commits.get(str(final / "model"))
+        commit = uploader.commits.get(str(final / EXPORT_DIR))
         if commit is not None:
             result["commit_url"] = commit.commit_url
             accelerator.print(f"pushed to {commit.commit_url}")
@@ -551,4 +509,8 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    train(*parse_args())
+    try:
+        train(*parse_args())
+    except (CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -45,8 +45,16 @@ def evaluate(setup, out, *extra):
     )
 
 
+def read_records(path):
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert "header" in lines[0]  # the model and its weights' fingerprint
+    return lines[0]["header"], lines[1:]
+
+
 def test_whole_script_on_toy(setup, tmp_path):
-    results = evaluate(setup, tmp_path / "run", "--model", str(setup / "plum-tiny"))
+    results = evaluate(
+        setup, tmp_path / "run", "--model", str(setup / "plum-tiny"), "--trust_remote_code", "--device", "cpu"
+    )
     assert set(results) == {"plum-tiny", "random", "oracle-text"}
     model = results["plum-tiny"]
     assert set(model["text"]) == set(model["masks"]) and len(model["text"]) >= 4
@@ -57,7 +65,8 @@ def test_whole_script_on_toy(setup, tmp_path):
         for r in results["oracle-text"]["text"].values()
     )
     assert results["oracle-text"]["masks"] == model["masks"]  # oracle text, the model's own masks
-    dump = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    header, dump = read_records(tmp_path / "run" / "predictions.jsonl")
+    assert header["model"].endswith("plum-tiny") and len(header["fingerprint"]) == 16
     assert len(dump) == 12 and len({d["id"] for d in dump}) == 12
     for record in dump:
         assert len(record["scores"]) == 5 and record["chosen"] == int(np.argmax(record["scores"]))
@@ -70,16 +79,19 @@ def test_whole_script_on_toy(setup, tmp_path):
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == results
 
 
-def test_resume_and_rescore_from_the_dump(setup, tmp_path):
-    full = evaluate(setup, tmp_path / "full", "--model", str(setup / "plum-tiny"))
+def test_resume_and_rescore_from_the_dump(setup, tmp_path, caplog):
+    model = ["--model", str(setup / "plum-tiny"), "--trust_remote_code"]
+    full = evaluate(setup, tmp_path / "full", *model)
     dump = tmp_path / "partial" / "predictions.jsonl"
     dump.parent.mkdir()
     lines = (tmp_path / "full" / "predictions.jsonl").read_text().splitlines()
-    dump.write_text("\n".join(lines[:5]) + "\n")  # an interrupted run
-    resumed = evaluate(
-        setup, tmp_path / "partial", "--model", str(setup / "plum-tiny"), "--name", "plum-tiny"
-    )
-    assert len(dump.read_text().splitlines()) == 12
+    dump.write_text("\n".join(lines[:6]) + "\n" + lines[6][:40])  # killed in the middle of writing line 7
+    resumed = evaluate(setup, tmp_path / "partial", *model, "--name", "plum-tiny")
+    assert "the last line is incomplete" in caplog.text
+    header, records = read_records(dump)
+    assert (
+        len(records) == 12 and len({r["id"] for r in records}) == 12
+    )  # the torn question was predicted again
     assert resumed == full
     rescored = evaluate(
         setup,
@@ -90,6 +102,38 @@ def test_resume_and_rescore_from_the_dump(setup, tmp_path):
         "plum-tiny",
     )
     assert rescored == full
+
+
+def test_resuming_with_another_model_is_refused(setup, tmp_path):
+    from modeling_plum.convert import build_tiny
+
+    evaluate(
+        setup, tmp_path / "run", "--model", str(setup / "plum-tiny"), "--trust_remote_code", "--limit", "3"
+    )
+    other, processor = build_tiny(seed=7)
+    other.save_pretrained(tmp_path / "other")
+    processor.save_pretrained(tmp_path / "other")
+    with pytest.raises(
+        ValueError, match=r"holds predictions of .*plum-tiny \(weights \w+\); this run evaluates .*other"
+    ):
+        evaluate(setup, tmp_path / "run", "--model", str(tmp_path / "other"), "--trust_remote_code")
+
+
+def test_remote_code_needs_the_flag_and_dtype_is_honoured(setup, tmp_path):
+    with pytest.raises(ValueError, match="pass --trust_remote_code"):
+        evaluate(setup, tmp_path / "run", "--model", str(setup / "plum-tiny"))
+    results = evaluate(
+        setup,
+        tmp_path / "bf16",
+        "--model",
+        str(setup / "plum-tiny"),
+        "--trust_remote_code",
+        "--dtype",
+        "bfloat16",
+        "--limit",
+        "3",
+    )
+    assert results["plum-tiny"]["masks"]
 
 
 def test_random_baseline_matches_its_expectation(setup):

@@ -1,0 +1,67 @@
+"""Loading a PLUM checkpoint (or the in-process `tiny` preset) for training or evaluation: the `--trust_remote_code`
+gate, dtype and device placement, and a fingerprint of the weights."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TINY_PRESET = "tiny"
+
+
+def remote_code_error(path: str) -> ValueError:
+    return ValueError(
+        f"{path} holds its own model code (PLUM is a `trust_remote_code` model): read its .py files, then pass "
+        "--trust_remote_code to run them"
+    )
+
+
+def load_model_and_processor(
+    name_or_path: str,
+    trust_remote_code: bool = False,
+    dtype: str | torch.dtype = "auto",
+    device_map: str | None = None,
+):
+    """`AutoModel` + `AutoProcessor` for a PLUM folder or Hub id, or the in-process tiny preset (`"tiny"`, which runs
+    no downloaded code). Without `trust_remote_code` a checkpoint that needs its code is refused with a message
+    that says which flag allows it."""
+    if name_or_path == TINY_PRESET:
+        from modeling_plum.convert import build_tiny
+
+        model, processor = build_tiny()
+        if dtype not in ("auto", None):
+            model = model.to(DTYPES.get(dtype, dtype))
+        return model, processor
+    from transformers import AutoModel, AutoProcessor
+
+    kwargs = {"dtype": DTYPES.get(dtype, dtype)}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+        processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" in str(error) and not trust_remote_code:
+            raise remote_code_error(name_or_path) from None
+        raise
+    return model, processor
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def weights_fingerprint(model: torch.nn.Module, samples: int = 64) -> str:
+    """A short hash of the weights: every tensor's name, shape and dtype and `samples` values spread over it. Cheap at
+    13 B parameters, and different for any two checkpoints that differ in more than a few values."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        flat = tensor.detach().reshape(-1)
+        if flat.numel():
+            picked = flat[:: max(1, flat.numel() // samples)][:samples].float().cpu()
+            digest.update(picked.numpy().tobytes())
+    return digest.hexdigest()[:16]
