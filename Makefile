@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_giou.py
 	$(PY) benchmarks/bench_questions.py
 	$(PY) benchmarks/bench_choices.py
+	$(PY) benchmarks/bench_conversion.py
+	$(PY) benchmarks/bench_checkpoints.py
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -542,6 +542,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
     # -- language model ------------------------------------------------------------------------------------
 
     def _language_forward(self, input_ids, attention_mask, pixel_values, **kwargs):
+        kwargs.setdefault("use_cache", False)  # hidden states only; cached decoding goes through `self.llava`
         return self.llava.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

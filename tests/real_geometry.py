@@ -165,6 +165,14 @@ def write_sam(path: Path, size: str = "vit_b", seed: int = 0) -> Path:
     return path
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since it started (`VmHWM`). Not `getrusage`'s `ru_maxrss`, which a child
+    inherits from the process it was forked from."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 # ---------------------------------------------------------------------------------------------- reference layout
 
 

@@ -134,6 +134,29 @@ def test_remote_code_needs_the_flag_and_dtype_is_honoured(setup, tmp_path):
         "3",
     )
     assert results["plum-tiny"]["masks"]
+    mapped = evaluate(
+        setup,
+        tmp_path / "mapped",
+        "--model",
+        str(setup / "plum-tiny"),
+        "--trust_remote_code",
+        "--device-map",
+        "auto",
+        "--limit",
+        "3",
+    )
+    assert (
+        mapped["plum-tiny"]
+        == evaluate(
+            setup,
+            tmp_path / "plain",
+            "--model",
+            str(setup / "plum-tiny"),
+            "--trust_remote_code",
+            "--limit",
+            "3",
+        )["plum-tiny"]
+    )
 
 
 def test_random_baseline_matches_its_expectation(setup):

@@ -69,6 +69,14 @@ def test_plum_13b_has_the_right_size_on_the_meta_device():
 
 def test_presets_and_bad_values():
     assert PlumConfig.from_preset("plum-7b").text_config.hidden_size == 4096
+    reference = PlumConfig.from_preset("plum-13b-reference")
+    with torch.device("meta"):
+        model = PlumForConditionalGeneration(reference)
+    projector = model.llava.model.multi_modal_projector
+    assert [tuple(p.shape) for p in projector.parameters()] == [(5120, 1024), (5120,)]  # one linear layer
+    assert reference.llava_config.image_seq_length == 256 and reference.text_config.vocab_size == 32003
+    with pytest.raises(ValueError, match="projector_type must be one of"):
+        PlumConfig(projector_type="qformer")
     with pytest.raises(ValueError, match="unknown PLUM preset 'plum-70b'"):
         PlumConfig.from_preset("plum-70b")
     with pytest.raises(ValueError, match="sam_size must be one of"):

@@ -34,16 +34,17 @@ def converted(tmp_path_factory):
     write_llava_15(root / "llava")
     write_sam(root / "sam_vit_b.pth")
     script = textwrap.dedent(f"""
-        import json, resource, sys
+        import json, sys
         sys.path.insert(0, {str(ROOT)!r})
         from modeling_plum.convert import main
+        from tests.real_geometry import peak_rss_bytes
         main(["--llava", {str(root / "llava")!r}, "--sam", {str(root / "sam_vit_b.pth")!r},
               "--out", {str(root / "plum")!r}])
-        print(json.dumps({{"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+        print(json.dumps({{"peak_rss": peak_rss_bytes()}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_kib"] * 1024
+    peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss"]
     return root, peak
 
 
