@@ -13,9 +13,10 @@ from pathlib import Path
 import datasets
 from PIL import Image, ImageDraw
 
+from . import released
 from .instances import Instance, ReadStats
 from .mutation import DEFAULT_EMBEDDING_MODEL
-from .questions import build_questions, split_images
+from .questions import Ontology, build_questions, split_images
 from .sources import core, paco, partimagenet, pascal_part, toy
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ FEATURES = datasets.Features(
         "object": datasets.Value("string"),
         "object_category": datasets.Value("string"),
         "question_type": datasets.Value("string"),
+        "released_question_type": datasets.Value("string"),
         "question": datasets.Value("string"),
         "answer_choices": datasets.List(datasets.Value("string")),
         "answer_parts": datasets.List(datasets.List(datasets.Value("string"))),
@@ -76,6 +78,9 @@ class PartonomyConfig(datasets.BuilderConfig):
     embedding_model: sentence-transformers model for wrong objects (default: the offline all-MiniLM-L6-v2).
     ontology_file: optional json `{"objects": {object: {"category": str, "parts": [str]}}}` merged in.
     toy_num_images, toy_image_size: size of the `toy` set.
+    qa_json: released question files, `[SPLIT=]FILE` each (see `released.qa_files`): the config then holds those
+        questions as released instead of generating its own. PARTONOMY-Core's `partonomy_qa_pairs.json` in
+        `source_dir` is used without being named.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class PartonomyConfig(datasets.BuilderConfig):
         ontology_file: str | None = None,
         toy_num_images: int = 1200,
         toy_image_size: int = toy.DEFAULT_IMAGE_SIZE,
+        qa_json: list[str] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -100,12 +106,15 @@ class PartonomyConfig(datasets.BuilderConfig):
         self.ontology_file = ontology_file
         self.toy_num_images = toy_num_images
         self.toy_image_size = toy_image_size
+        self.qa_json = list(qa_json) if qa_json else None
 
 
 def read_source(config: PartonomyConfig, toy_dir: str | os.PathLike) -> tuple[list[Instance], ReadStats]:
     """The config's instances (one per object class per image) and what was skipped reading them."""
     stats = ReadStats()
     if config.name == "toy":
+        if config.toy_num_images <= 0:
+            raise ValueError(f"toy_num_images must be positive, got {config.toy_num_images}")
         return toy.generate(toy_dir, config.toy_num_images, config.seed, config.toy_image_size), stats
     if config.source_dir is None:
         raise ValueError(f"config {config.name!r} needs source_dir (the {config.name} release on disk)")
@@ -150,6 +159,7 @@ def make_example(row: dict, instance: Instance) -> dict:
     example.update(
         id=f"{instance.source}-{instance.image_id}-{row['question_type']}",
         source=instance.source,
+        released_question_type=None,
         image=image_record(instance),
         image_id=instance.image_id,
         width=instance.width,
@@ -181,6 +191,9 @@ class Partonomy(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         config = self.config
+        files = released.qa_files(config.name, config.source_dir, config.qa_json)
+        if files:
+            return self._released_split_generators(files)
         toy_dir = (
             Path(self._cache_dir_root)
             / "partonomy_toy_images"
@@ -195,6 +208,7 @@ class Partonomy(datasets.GeneratorBasedBuilder):
             instances, config.seed, config.embedding_model, config.num_proc, ontology_extra=extra
         )
         self.build_report = {
+            "question_set": {"kind": "generated", "seed": config.seed},
             "instances": len(instances),
             "bad_files": read_stats.bad_files,
             "skipped_reading": dict(read_stats.skipped),
@@ -203,6 +217,8 @@ class Partonomy(datasets.GeneratorBasedBuilder):
         }
         if config.name in EVALUATION_ONLY:
             split_of = dict.fromkeys((i.image_id for i in instances), datasets.Split.TEST)
+        elif all(i.split for i in instances):  # the source's own split (VLPart's train.json / val.json)
+            split_of = {i.image_id: i.split for i in instances}
         else:
             split_of = split_images([i.image_id for i in instances], config.seed)
         by_split = {}
@@ -213,7 +229,47 @@ class Partonomy(datasets.GeneratorBasedBuilder):
             for split, split_rows in sorted(by_split.items())
         ]
 
+    def _released_split_generators(self, files: dict):
+        """The released questions, as released (see `released.py`); bad records counted and skipped."""
+        stats = ReadStats()
+        by_split = {}
+        for split, path in files.items():
+            by_split[split] = released.read_qa_file(path, self.config.name, stats)
+        rows = [row for split_rows in by_split.values() for row in split_rows]
+        if not rows:
+            raise ValueError(
+                f"no usable questions in {', '.join(map(str, files.values()))} "
+                f"({len(stats.bad_files)} bad records: {stats.bad_files[:3]})"
+            )
+        ontology = Ontology(
+            {row["object"]: set() for row in rows}, {row["object"]: row["object_category"] for row in rows}
+        )
+        for row in rows:
+            ontology.object_parts[row["object"]].update(row["parts"])
+        ontology._derive()
+        self.build_report = {
+            "question_set": {
+                "kind": "released",
+                "files": {split: Path(p).name for split, p in files.items()},
+            },
+            "instances": len({(row["image_id"], row["object"]) for row in rows}),
+            "bad_files": stats.bad_files,
+            "skipped_reading": dict(stats.skipped),
+            "skipped_questions": {},
+            "ontology": ontology.to_dict(),
+        }
+        return [
+            datasets.SplitGenerator(name=split, gen_kwargs={"rows": split_rows, "instances": None})
+            for split, split_rows in sorted(by_split.items())
+            if split_rows
+        ]
+
     def _generate_examples(self, rows, instances):
         for row in rows:
-            example = make_example(row, instances[row["instance"]])
+            if instances is None:  # a released question: the row is complete but for its image's bytes
+                example = {k: v for k, v in row.items() if k != "image_file"}
+                path = Path(row["image_file"])
+                example["image"] = {"bytes": path.read_bytes(), "path": path.name}
+            else:
+                example = make_example(row, instances[row["instance"]])
             yield example["id"], example

@@ -3,6 +3,7 @@ every config built into the folder, statistics in the columns of the paper's Tab
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -48,26 +49,69 @@ def _atomic_write_text(path: Path, text: str):
     tmp.replace(path)
 
 
+def check_output_folder(folder):
+    """Fails early, naming `folder`, when a build could not write there (a file in the way, no permission)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"--out {folder} exists and is not a folder")
+    try:
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        probe = folder / "data" / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"cannot write the dataset into --out {folder}: {error}") from None
+
+
+def remove_stale_partials(folder) -> list[str]:
+    """Removes the temporary folders of builds that were killed before they could clean up (`.x.partial`,
+    `.x.old`), and names them in the log."""
+    removed = []
+    for stale in sorted(Path(folder).glob("data/.*")):
+        if stale.is_dir() and stale.name.endswith((".partial", ".old")):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale.name)
+            logger.warning("removed %s, left by a build that did not finish", stale)
+    return removed
+
+
 def write_config(folder, config_name: str, dataset: datasets.DatasetDict, report: dict) -> Path:
     """Writes one config's parquet shards (and its build report) into `folder/data/<config>/`, atomically:
-    everything goes to a temporary folder first, which replaces the old config only once complete."""
+    everything goes to a temporary folder first, which replaces the old config only once complete. Temporary
+    folders of killed builds are removed first."""
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(folder)
     target = folder / "data" / config_name
     staging = folder / "data" / f".{config_name}.{uuid.uuid4().hex}.partial"
     staging.mkdir()
     try:
-        split_stats = {}
+        split_stats, split_files = {}, {}
         for split, split_data in dataset.items():
             num_shards = max(1, -(-split_data.data.nbytes // MAX_SHARD_BYTES))
+            split_files[str(split)] = []
             for index in range(num_shards):
                 shard = split_data.shard(num_shards, index, contiguous=True)
-                shard.to_parquet(str(staging / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"))
+                written = staging / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
+                shard.to_parquet(str(written))
+                # Content-addressed names, listed one by one in the card: `datasets` caches a local folder by its
+                # YAML (not by its files), so a rebuild under the same names would load the old cached copy.
+                digest = hashlib.sha256(written.read_bytes()).hexdigest()[:12]
+                named = written.with_name(f"{split}-{index:05d}-of-{num_shards:05d}-{digest}.parquet")
+                written.rename(named)
+                split_files[str(split)].append(named.name)
             split_stats[str(split)] = statistics(split_data)
         examples = _examples(dataset)
         (staging / BUILD_INFO).write_text(
             json.dumps(
-                {"config": config_name, "statistics": split_stats, "examples": examples, **report}, indent=1
+                {
+                    "config": config_name,
+                    "statistics": split_stats,
+                    "files": split_files,
+                    "examples": examples,
+                    **report,
+                },
+                indent=1,
             ),
             encoding="utf-8",
         )
@@ -131,7 +175,8 @@ def _yaml_configs(configs: dict[str, dict]) -> str:
     for name, info in configs.items():
         lines += [f"- config_name: {name}", "  data_files:"]
         for split in info["statistics"]:
-            lines += [f"  - split: {split}", f"    path: data/{name}/{split}-*"]
+            files = info.get("files", {}).get(split) or [f"{split}-*"]
+            lines += [f"  - split: {split}", "    path:"] + [f"    - data/{name}/{file}" for file in files]
     return "\n".join(lines)
 
 
@@ -159,9 +204,10 @@ def card_text(folder) -> str:
     )
     skipped = "\n".join(
         f"- `{name}`: {info['instances']:,} instances; skipped while reading: {info['skipped_reading'] or 'nothing'};"
-        f" bad files: {len(info['bad_files'])}; questions not asked: {info['skipped_questions'] or 'none'}"
+        f" bad files or records: {len(info['bad_files'])}; questions not asked: {info['skipped_questions'] or 'none'}"
         for name, info in configs.items()
     )
+    question_sets = "\n".join(f"- `{name}`: {_question_set(info)}" for name, info in configs.items())
     return f"""---
 pretty_name: PARTONOMY
 language:
@@ -199,6 +245,16 @@ Five types, at most one of each per image:
 X is preferably from the object's own category. Examples from this build:
 
 {example_lines}
+## Question sets
+
+{question_sets}
+
+A released question set arrives as released: its questions, choices and their order, the correct answer, the parts,
+their masks (the union of each part's RLEs) and the object turn; its own type (`identification_with_label`,
+`positive`, `negative`, `difference`, `whole_to_part`, `part_to_whole` ...) is kept in `released_question_type` beside
+the five-way `question_type` (the release's `difference`, "in common with X but not with Y", counts as a difference
+question). A generated set is made as described below.
+
 ## Answer choices: mutation
 
 Each question has 5 answer choices, 1 correct and 4 wrong, in a shuffled order (`correct_index`; the
@@ -213,14 +269,17 @@ Everything is deterministic for a given seed.
 
 ## Splits
 
-80/20 by image with seed 42 (`train` / `validation`); `core` is evaluation-only (`test`). One instance per
+80/20 by image with seed 42 (`train` / `validation`); `core` is evaluation-only (`test`); a released question set
+keeps its files' splits, and Pascal-Part read from VLPart's `train.json` / `val.json` keeps theirs. One instance per
 object class per image: the one with the most parts, then the largest area; when the image holds several
-instances of that class, the chosen one's box is in `bbox` and drawn (red) on the image.
+instances of that class, the chosen one's box is in `bbox` and drawn (red) on the image. VLPart's Pascal-Part json has
+no object-instance link, so there the parts of one object class in one image form one instance (each part the union
+of its annotations).
 
 ## Fields
 
 `id`, `source`, `image`, `image_id`, `width`, `height`, `object`, `object_category`, `question_type`,
-`question`, `answer_choices` (5 strings), `answer_parts` (the parts of each choice), `correct_index`,
+`released_question_type` (null for generated questions), `question`, `answer_choices` (5 strings), `answer_parts` (the parts of each choice), `correct_index`,
 `comparison_object`, `object_question`, `object_answer_choices`, `object_correct_index` (-1 when not a
 part-whole question), `parts` (ground-truth part names), `masks` (COCO RLE `{{size, counts}}`, aligned with
 `parts`), `bbox` (`[x, y, w, h]` or null).
@@ -245,6 +304,14 @@ What each build skipped (counted, never silently):
 }}
 ```
 """
+
+
+def _question_set(info: dict) -> str:
+    question_set = info.get("question_set") or {"kind": "generated", "seed": "?"}
+    if question_set["kind"] == "released":
+        files = ", ".join(f"`{file}` ({split})" for split, file in question_set["files"].items())
+        return f"released questions, loaded as released from {files}"
+    return f"generated by `partonomy_dataset` with seed {question_set['seed']}"
 
 
 def write_card(folder):

@@ -28,6 +28,7 @@ class Instance:
         object_mask: RLE of the whole object (the union of its parts where the source has none).
         bbox: `[x, y, w, h]` of the object, set only when the image holds several instances of its class
             (the question image then shows the box to say which one is meant).
+        split: the split the source assigns (VLPart's `train.json` / `val.json`); None lets the builder split.
     """
 
     source: str
@@ -40,6 +41,7 @@ class Instance:
     parts: dict[str, dict]
     object_mask: dict
     bbox: list[float] | None = None
+    split: str | None = None
 
 
 @dataclass

@@ -35,6 +35,27 @@ def normalise(rle: dict) -> dict:
     }
 
 
+def validate(rle: dict, what: str) -> dict:
+    """A compressed RLE from outside (a json file) checked before pycocotools reads it: `size` two non-negative ints,
+    `counts` a string that decodes to exactly height x width pixels (a truncated string would make pycocotools read
+    past its end). Returns the normalised RLE; raises `ValueError` naming `what`."""
+    from metrics.giou.giou import check_rles
+
+    size = rle.get("size")
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in size)
+    ):
+        raise ValueError(f"{what}: RLE size must be [height, width], got {size!r}")
+    counts = rle.get("counts")
+    if not isinstance(counts, (str, bytes)):
+        raise ValueError(f"{what}: compressed RLE counts must be a string, got {type(counts).__name__}")
+    normalised = normalise(rle)
+    check_rles([{**normalised, "counts": normalised["counts"].encode("utf-8")}], [what], ["the mask"])
+    return normalised
+
+
 def decode(rle: dict) -> np.ndarray:
     """RLE → dense bool array of shape (height, width)."""
     return mask_utils.decode(_coco(rle)).astype(bool)
@@ -62,6 +83,12 @@ def from_polygons(polygons: list[list[float]], height: int, width: int) -> dict:
 
 
 def from_uncompressed(rle: dict) -> dict:
-    """Uncompressed COCO RLE (`counts` as a list of run lengths) → compressed RLE."""
+    """Uncompressed COCO RLE (`counts` as a list of run lengths) → compressed RLE. The runs must be non-negative
+    integers covering exactly height x width pixels."""
     height, width = (int(v) for v in rle["size"])
+    runs = rle["counts"]
+    if not all(isinstance(r, (int, np.integer)) and r >= 0 for r in runs) or sum(runs) != height * width:
+        raise ValueError(
+            f"uncompressed RLE runs must be non-negative integers summing to {height}x{width} = {height * width}"
+        )
     return normalise(mask_utils.frPyObjects(rle, height, width))

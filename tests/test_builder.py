@@ -134,11 +134,31 @@ def test_push_to_a_local_hub(folder, local_hub_online):
     assert commit.oid == pushed["oid"]
 
 
-def test_module_entry_point(tmp_path):
+def test_module_entry_point(folder, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "partonomy_dataset", "stats", str(tmp_path)],
+        [sys.executable, "-m", "partonomy_dataset", "stats", str(folder)],
         capture_output=True,
         text=True,
         check=True,
     )
     assert result.stdout.startswith("| config | split |")
+    for target, message in (
+        (tmp_path, "holds no built PARTONOMY config"),
+        (tmp_path / "nowhere", "no such folder"),
+    ):
+        failed = subprocess.run(
+            [sys.executable, "-m", "partonomy_dataset", "stats", str(target)], capture_output=True, text=True
+        )
+        assert failed.returncode == 2 and message in failed.stderr
+
+
+def test_a_rebuilt_folder_loads_its_new_content(tmp_path):
+    """`datasets` caches a local folder by its card's YAML; the shard names carry a content hash and are listed one by
+    one, so a rebuild with other content is never served from the old cache."""
+    out = tmp_path / "partonomy"
+    assert build(out, "toy", "--toy-num-images", "10") == 0
+    first = datasets.load_dataset(str(out), "toy", split="validation")
+    assert cli.main(["build", "--config", "toy", "--out", str(out), "--toy-num-images", "30"]) == 0
+    second = datasets.load_dataset(str(out), "toy", split="validation")
+    assert len(second) > len(first)
+    assert len(list((out / "data" / "toy").glob("*.parquet"))) == 2  # the old shards are gone

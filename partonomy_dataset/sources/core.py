@@ -56,7 +56,7 @@ def read_dir(source_dir, stats: ReadStats | None = None, object_names_file=None)
             stats.files += 1
             try:
                 data = load_json(json_path)
-                rle = masks.normalise({"size": data["size"], "counts": data["counts"]})
+                rle = masks.validate({"size": data["size"], "counts": data["counts"]}, str(json_path))
                 image_path = Path(data["image_path"])
             except (OSError, ValueError, KeyError, TypeError) as error:
                 stats.bad(json_path, error)

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from .. import masks
 from ..instances import Instance, ReadStats
-from .coco_json import find_image, load_coco, read_json_dir, segmentation_to_rle
+from .coco_json import find_image, load_coco, read_json_dir
 
 SOURCE = "paco"
 DEFAULT_CATEGORY = "common object"
@@ -26,21 +26,10 @@ def clean_name(name: str) -> str:
 def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> list[Instance]:
     """All object instances with at least one part in one PACO annotation file (before selection)."""
     stats = stats if stats is not None else ReadStats()
-    data, images, source_dir = load_coco(json_path, source_dir)
-    categories = {c["id"]: c for c in data["categories"]}
+    coco = load_coco(json_path, source_dir, stats)
 
     objects, parts = {}, defaultdict(lambda: defaultdict(list))
-    for ann in data["annotations"]:
-        category = categories.get(ann.get("category_id"))
-        image = images.get(ann.get("image_id"))
-        if category is None or image is None:
-            stats.skipped["annotations with unknown image or category"] += 1
-            continue
-        what = f"{json_path} annotation {ann.get('id')}"
-        rle = segmentation_to_rle(ann.get("segmentation"), image["height"], image["width"], stats, what)
-        if rle is None:
-            stats.skipped["annotations without a usable mask"] += 1
-            continue
+    for ann, _, category, rle in coco.masked_annotations(stats):
         if ":" in category["name"]:
             if "obj_ann_id" not in ann:
                 stats.skipped["part annotations without obj_ann_id"] += 1
@@ -55,12 +44,12 @@ def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> lis
         if ann_id not in parts:
             stats.skipped["objects without parts"] += 1
             continue
-        image = images[ann["image_id"]]
+        image = coco.images[ann["image_id"]]
         instances.append(
             Instance(
                 source=SOURCE,
                 image_id=str(image["id"]),
-                image_path=str(find_image(source_dir, image["file_name"])),
+                image_path=str(find_image(coco.source_dir, image["file_name"])),
                 width=int(image["width"]),
                 height=int(image["height"]),
                 object=clean_name(category["name"]),

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from .. import masks
 from ..instances import Instance, ReadStats
-from .coco_json import find_image, load_coco, read_json_dir, segmentation_to_rle
+from .coco_json import find_image, load_coco, read_json_dir
 
 SOURCE = "partimagenet"
 TYPOS = {"tier": "tire"}
@@ -43,35 +43,20 @@ def part_name(category: dict) -> tuple[str, str]:
 
 def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> list[Instance]:
     stats = stats if stats is not None else ReadStats()
-    data, images, source_dir = load_coco(json_path, source_dir)
-    categories = {c["id"]: part_name(c) for c in data["categories"]}
+    coco = load_coco(json_path, source_dir, stats)
     grouped = defaultdict(lambda: defaultdict(list))  # (image, object) → part → rles
-    for ann in data["annotations"]:
-        if ann.get("category_id") not in categories or ann.get("image_id") not in images:
-            stats.skipped["annotations with unknown image or category"] += 1
-            continue
-        image = images[ann["image_id"]]
-        rle = segmentation_to_rle(
-            ann.get("segmentation"),
-            image["height"],
-            image["width"],
-            stats,
-            f"{json_path} annotation {ann.get('id')}",
-        )
-        if rle is None:
-            stats.skipped["annotations without a usable mask"] += 1
-            continue
-        obj, part = categories[ann["category_id"]]
+    for ann, _, category, rle in coco.masked_annotations(stats):
+        obj, part = part_name(category)
         grouped[(ann["image_id"], obj)][part].append(rle)
     instances = []
     for (image_id, obj), parts in grouped.items():
-        image = images[image_id]
+        image = coco.images[image_id]
         part_masks = {name: masks.union(rles) for name, rles in sorted(parts.items())}
         instances.append(
             Instance(
                 source=SOURCE,
                 image_id=str(image_id),
-                image_path=str(find_image(source_dir, image["file_name"])),
+                image_path=str(find_image(coco.source_dir, image["file_name"])),
                 width=int(image["width"]),
                 height=int(image["height"]),
                 object=obj,

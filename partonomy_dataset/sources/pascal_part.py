@@ -1,13 +1,20 @@
-"""Pascal-Part reader: the official per-image `.mat` annotations (Chen et al., 2014).
+"""Pascal-Part reader, in either of the two layouts its users have:
 
-`anno.objects[i]` holds `class`, `class_ind`, `mask` and `parts[j] = (part_name, mask)`. Fine part names
-(`lear`, `rfleg`, `wheel_2`, `bliplate` ...) map to the coarse 93-category vocabulary used by VLPart by
-substring, matched against the object's own class, longest first (`headlight_1` is a headlight, not a head).
-Masks of one coarse part are unioned; objects with no mapped part are dropped and counted.
+- the official per-image `.mat` annotations (Chen et al., 2014): `anno.objects[i]` holds `class`, `class_ind`, `mask`
+  and `parts[j] = (part_name, mask)`. Fine part names (`lear`, `rfleg`, `wheel_2`, `bliplate` ...) map to the coarse
+  93-category vocabulary used by VLPart by substring, matched against the object's own class, longest first
+  (`headlight_1` is a headlight, not a head). Masks of one coarse part are unioned; objects with no mapped part are
+  dropped and counted. The builder splits the images 80/20.
+- VLPart's COCO json (`train.json` / `val.json`, written from the `.mat` files by VLPart's
+  `tools/pascal_part_mat2json.py`, which the reference PLUM trains on): categories `object:part` (`car:license plate`),
+  compressed RLE part masks, images under `VOCdevkit/VOC2010/JPEGImages/`. The json has no object-instance link, so
+  the parts of one object class in one image form one instance (each part the union of its annotations), and its
+  files' split is kept.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +22,10 @@ import scipy.io
 
 from .. import masks
 from ..instances import Instance, ReadStats, check_mask_size, image_size, select_instances
+from .coco_json import find_image, image_shape, keep_readable_instances, load_coco
 
 SOURCE = "pascal_part"
+VLPART_SPLITS = {"train.json": "train", "val.json": "validation"}  # VLPart's file → our split
 
 # class → [(coarse part name, substring of the fine name)]
 _ANIMAL = ["head", "leg", "ear", "eye", "neck", "tail", "torso"]
@@ -153,14 +162,82 @@ def _image_for(mat_path: Path, source_dir: Path) -> Path:
     return mat_path.with_suffix(".jpg")  # image_size() then names the missing file
 
 
+def _class_of(category_name: str) -> str | None:
+    """VLPart's object name (`potted plant`) → the Pascal class (`pottedplant`), or None for an unknown one."""
+    key = category_name.split(":", 1)[0].strip().replace(" ", "")
+    return key if key in OBJECTS else None
+
+
+def read_vlpart_json(
+    json_path, source_dir, split: str | None, stats: ReadStats | None = None
+) -> list[Instance]:
+    """The instances of one VLPart json: per image and object class, each part the union of its annotations."""
+    stats = stats if stats is not None else ReadStats()
+    coco = load_coco(json_path, source_dir, stats)
+    grouped = defaultdict(lambda: defaultdict(list))  # (image id, class) → part → rles
+    for _, image, category, rle in coco.masked_annotations(stats):
+        object_class = _class_of(category["name"])
+        if object_class is None or ":" not in category["name"]:
+            stats.skipped["categories that are not a known object:part"] += 1
+            continue
+        grouped[(image["id"], object_class)][category["name"].split(":", 1)[1].strip()].append(rle)
+    instances = []
+    for (image_id, object_class), parts in sorted(grouped.items(), key=lambda item: str(item[0])):
+        image = coco.images[image_id]
+        part_masks = {name: masks.union(rles) for name, rles in sorted(parts.items())}
+        label, category = OBJECTS[object_class]
+        height, width = image_shape(image, str(json_path))
+        instances.append(
+            Instance(
+                source=SOURCE,
+                image_id=Path(image["file_name"]).stem,
+                image_path=str(find_image(coco.source_dir, image["file_name"])),
+                width=width,
+                height=height,
+                object=label,
+                category=category,
+                parts=part_masks,
+                object_mask=masks.union(list(part_masks.values())),
+                split=split,
+            )
+        )
+    return instances
+
+
+def _vlpart_files(source_dir: Path) -> list[Path]:
+    return [
+        folder / name
+        for folder in (source_dir, source_dir / "pascal_part")
+        for name in VLPART_SPLITS
+        if (folder / name).is_file()
+    ]
+
+
 def read_dir(source_dir, stats: ReadStats | None = None) -> list[Instance]:
-    """Every `.mat` under `source_dir` (images beside them or in `JPEGImages/`), one instance per class per
-    image. A bad file is counted in `stats`, logged and skipped."""
+    """Every `.mat` under `source_dir` (images beside them or in `JPEGImages/`), or else VLPart's `train.json` /
+    `val.json` (images found as `find_image` says); one instance per class per image. A bad file or record is
+    counted in `stats`, logged and skipped."""
     source_dir = Path(source_dir)
     stats = stats if stats is not None else ReadStats()
     mat_files = sorted(source_dir.rglob("*.mat"))
     if not mat_files:
-        raise FileNotFoundError(f"no Pascal-Part .mat files under {source_dir}")
+        json_files = _vlpart_files(source_dir)
+        if not json_files:
+            raise FileNotFoundError(
+                f"no Pascal-Part .mat files and no VLPart train.json / val.json under {source_dir}"
+            )
+        candidates = []
+        for json_path in json_files:
+            stats.files += 1
+            try:
+                candidates.extend(
+                    read_vlpart_json(json_path, source_dir, VLPART_SPLITS[json_path.name], stats)
+                )
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                stats.bad(json_path, error)
+        present = keep_readable_instances(candidates, stats)
+        stats.log(SOURCE)
+        return select_instances(present)
     candidates = []
     for mat_path in mat_files:
         stats.files += 1
