@@ -1,14 +1,19 @@
-"""The paper's Tables 2 (gIoU) and 3 (P / R / A / PA / OA) for any PLUM checkpoint on any PARTONOMY config.
+"""The paper's Tables 2 (gIoU) and 3 (P / R / A / PA / OA) for any model on any PARTONOMY config.
 
     python eval_partonomy.py --model DIR_OR_HUB_ID --trust_remote_code --dataset FOLDER_OR_HUB_ID --config core \\
         --split test [--limit N] [--batch-size B] [--device cuda] [--dtype bfloat16 | --device-map auto] [--out DIR]
-    python eval_partonomy.py --from-predictions DIR/predictions.jsonl --dataset FOLDER --config core --split test
+    python eval_partonomy.py --model llava-hf/llava-1.5-7b-hf --dataset ... # any image-text-to-text model: Table 3
+    python eval_partonomy.py --from-predictions preds.jsonl --dataset FOLDER --config core --split test
 
-Text: each question's answer is the choice with the highest mean token log-likelihood (shared-prefix scoring);
-part2whole picks the parts, then the object in the conversation that follows; whole2part the object, then the
-parts. Masks are teacher-forced: the correct answer's part names are segmented (with the feedback loop) and
-paired with the ground-truth masks by name. Baseline rows from the same code: `random` (a uniform choice) and
-`oracle-text` (always the correct choice; the model's masks). An interrupted run resumes from its dump, whose first
+`--model` takes a PLUM checkpoint or any transformers image-text-to-text model with a processor and a chat template
+(LLaVA-1.5, LLaVA-NeXT, Qwen2-VL, Idefics3 ...). Text: each question's answer is the choice with the highest mean
+token log-likelihood given image + question, in the model's own conversation format, the shared prefix run once and
+its KV cache reused by the five choices; part2whole picks the parts, then the object in the conversation that
+follows; whole2part the object, then the parts. Masks (PLUM) are teacher-forced: the correct answer's part names are
+segmented (with the feedback loop) and paired with the ground-truth masks by name; models that do not segment get
+"–". `--from-predictions` scores a JSONL file of predictions made by any code (LISA, GLaMM, PixelLM ...; the format is
+in the README). Baseline rows from the same code: `random` (a uniform choice) and `oracle-text` (always the correct
+choice; the model's masks). An interrupted run resumes from its dump, whose first
 line names the model and its weights' fingerprint: resuming with another model is refused.
 """
 
@@ -19,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,13 +33,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metrics.giou import compute_giou
+from metrics.giou import EMPTY_POLICIES, MATCHINGS, compute_giou
 from metrics.partonomy_text import compute_partonomy_text
 from partonomy_dataset import masks as rle
 from partonomy_dataset.templates import PART_WHOLE_TYPES, QUESTION_TYPES
 from plum_training.data import Collator
-from plum_training.loading import DTYPES, default_device, load_model_and_processor, weights_fingerprint
-from plum_training.scoring import predict_text
+from plum_training.loading import (
+    DTYPES,
+    default_device,
+    load_image_text_to_text,
+    load_model_and_processor,
+    model_kind,
+    weights_fingerprint,
+)
+from plum_training.scoring import ChatTemplateChoiceScorer, PlumChoiceScorer, predict_text
 
 logger = logging.getLogger("eval_partonomy")
 DUMP = "predictions.jsonl"
@@ -102,7 +115,14 @@ def read_dump(path: Path, repair: bool = False) -> tuple[dict | None, dict]:
 def run_model(
     model_path, rows, batch_size: int, dump: Path, device=None, dtype="auto", device_map=None, trust=False
 ):
-    model, processor = load_model_and_processor(model_path, trust, dtype, device_map)
+    """Predictions for `rows` appended to `dump` (resuming what it holds); returns (model kind, questions/s)."""
+    kind = model_kind(model_path, trust)
+    if kind == "plum":
+        model, processor = load_model_and_processor(model_path, trust, dtype, device_map)
+        scorer = PlumChoiceScorer(model, processor)
+    else:
+        model, processor = load_image_text_to_text(model_path, trust, dtype, device_map)
+        scorer = ChatTemplateChoiceScorer(model, processor)
     if device_map is None:
         model = model.to(device or default_device())
     model.eval()
@@ -124,14 +144,19 @@ def run_model(
     if done:
         logger.info("resuming: %d questions already in %s, %d to go", len(done), dump, len(todo))
     embeddings: dict = {}
+    started = time.perf_counter()
     with dump.open("a", encoding="utf-8") as f, torch.no_grad():
         for start in tqdm(range(0, len(todo), batch_size), desc="evaluating", unit="batch"):
             chunk = todo[start : start + batch_size]
-            for row, masks in zip(chunk, predict_masks(model, processor, chunk, embeddings)):
+            if kind == "plum":
+                segmented = predict_masks(model, processor, chunk, embeddings)
+            else:
+                segmented = [{}] * len(chunk)  # this model does not segment
+            for row, masks in zip(chunk, segmented):
                 record = {
                     "id": row["id"],
                     "question_type": row["question_type"],
-                    **predict_text(model, processor, row),
+                    **predict_text(scorer, row),
                     **masks,
                 }
                 f.write(json.dumps(record) + "\n")
@@ -139,6 +164,15 @@ def run_model(
             if len(embeddings) > 4 * batch_size:  # questions of one image are adjacent: keep the cache small
                 for key in list(embeddings)[: -2 * batch_size]:
                     del embeddings[key]
+    seconds = time.perf_counter() - started
+    speed = len(todo) / seconds if todo and seconds > 0 else 0.0
+    logger.info("%d questions in %.1f s: %.2f questions/s", len(todo), seconds, speed)
+    if getattr(scorer, "full_forwards", 0):
+        logger.info(
+            "%d choices scored by a full forward (their tokens did not extend the prompt's)",
+            scorer.full_forwards,
+        )
+    return kind, speed
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
@@ -163,7 +197,10 @@ def oracle_picks(rows) -> dict:
 
 
 def text_table(rows, picks) -> dict:
-    """Per question type: P, R, A (and PA, OA for the part-whole types), in [0, 1]."""
+    """Per question type: P, R, A (and PA, OA for the part-whole types), in [0, 1]; `{}` without picks."""
+    rows = [r for r in rows if picks.get(r["id"], {}).get("chosen") is not None]
+    if not rows:
+        return {}
     result = compute_partonomy_text(
         [picks[r["id"]]["chosen"] for r in rows],
         [r["correct_index"] for r in rows],
@@ -175,18 +212,36 @@ def text_table(rows, picks) -> dict:
     return result["per_type"]
 
 
-def mask_table(rows, records) -> dict:
-    """Per question type: micro / macro gIoU of teacher-forced masks paired with the ground truth by name."""
+def predicted_masks(record: dict) -> tuple[list[str], list] | None:
+    """(part names, masks) of a prediction: `masks` as `{part name: RLE}` (the documented format) or as a list beside
+    `mask_parts` (what this script writes); None for a record without masks."""
+    masks = record.get("masks")
+    if masks is None:
+        return None
+    if isinstance(masks, dict):
+        return list(masks), list(masks.values())
+    return list(record.get("mask_parts") or []), list(masks)
+
+
+def mask_table(rows, records, matching: str = "paired", empty_policy: str = "one") -> dict | None:
+    """Per question type: micro / macro gIoU of teacher-forced masks against the ground truth (paired by part name
+    with `paired` matching); None when no record has masks."""
     by_type = defaultdict(list)
     for row in rows:
-        by_type[row["question_type"]].append(row)
+        if predicted_masks(records[row["id"]]) is not None:
+            by_type[row["question_type"]].append(row)
+    if not by_type:
+        return None
     table = {}
     for question_type, typed in by_type.items():
+        predicted = [predicted_masks(records[r["id"]]) for r in typed]
         result = compute_giou(
-            [records[r["id"]]["masks"] for r in typed],
+            [p[1] for p in predicted],
             [list(r["masks"]) for r in typed],
-            prediction_labels=[records[r["id"]]["mask_parts"] for r in typed],
+            prediction_labels=[p[0] for p in predicted],
             reference_labels=[list(r["parts"]) for r in typed],
+            matching=matching,
+            empty_policy=empty_policy,
         )
         table[question_type] = {"micro_giou": result["micro_giou"], "macro_giou": result["macro_giou"]}
     return table
@@ -207,12 +262,20 @@ def expected_random_text(rows) -> dict:
 
 
 def markdown_tables(results: dict) -> str:
-    types = [t for t in QUESTION_TYPES if any(t in r["text"] for r in results.values())]
+    types = [
+        t
+        for t in QUESTION_TYPES
+        if any(t in r["text"] or t in (r.get("masks") or {}) for r in results.values())
+    ]
     lines = ["**Table 2: segmentation (gIoU, %), teacher-forced**", ""]
     header = "| method | " + " | ".join(f"{t} micro | {t} macro" for t in types) + " |"
     lines += [header, "|---|" + "---:|" * (2 * len(types))]
     for name, result in results.items():
-        if result.get("masks"):
+        if name == "random":
+            continue  # no masks to score
+        if not result.get("masks"):
+            lines.append(f"| {name} | " + " | ".join(["– | –"] * len(types)) + " |")  # does not segment
+        else:
             cells = [
                 f"{100 * result['masks'][t]['micro_giou']:.1f} | {100 * result['masks'][t]['macro_giou']:.1f}"
                 if t in result["masks"]
@@ -239,7 +302,7 @@ def markdown_tables(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def score(rows, records, model_name: str) -> dict:
+def score(rows, records, model_name: str, matching: str = "paired", empty_policy: str = "one") -> dict:
     covered = [row for row in rows if row["id"] in records]
     if len(covered) < len(rows):
         logger.warning(
@@ -247,17 +310,15 @@ def score(rows, records, model_name: str) -> dict:
             len(rows) - len(covered),
             len(rows),
         )
+    masks = mask_table(covered, records, matching, empty_policy)
     return {
-        model_name: {"text": text_table(covered, records), "masks": mask_table(covered, records)},
+        model_name: {"text": text_table(covered, records), "masks": masks},
         "random": {
             "text": text_table(covered, random_picks(covered)),
             "masks": None,
             "expected": expected_random_text(covered),
         },
-        "oracle-text": {
-            "text": text_table(covered, oracle_picks(covered)),
-            "masks": mask_table(covered, records),
-        },
+        "oracle-text": {"text": text_table(covered, oracle_picks(covered)), "masks": masks},
     }
 
 
@@ -275,6 +336,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--out", default="eval_out")
     parser.add_argument("--name", help="the model's row name in the tables (default: the model path)")
+    parser.add_argument(
+        "--matching",
+        default="paired",
+        choices=MATCHINGS,
+        help="mask pairing (paired: by part name, what the paper's Table 2 uses)",
+    )
+    parser.add_argument(
+        "--empty-policy",
+        default="one",
+        choices=EMPTY_POLICIES,
+        help="an empty prediction against an empty reference: one (default), zero, or skip (the reference's values)",
+    )
     parser.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
     parser.add_argument("--dtype", default="auto", choices=sorted(DTYPES), help="default: the checkpoint's")
     parser.add_argument(
@@ -297,7 +370,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if args.model:
         dump = out / DUMP
-        run_model(
+        _, speed = run_model(
             args.model,
             rows,
             args.batch_size,
@@ -307,13 +380,15 @@ def main(argv=None) -> dict:
             args.device_map,
             args.trust_remote_code,
         )
+        print(f"{speed:.2f} questions/s")
+        (out / "throughput.json").write_text(json.dumps({"questions_per_s": speed, "questions": len(rows)}))
         name = args.name or Path(args.model).name
     else:
         dump = Path(args.from_predictions)
         if not dump.exists():
             raise FileNotFoundError(f"predictions file not found: {dump}")
         name = args.name or dump.parent.name or "model"
-    results = score(rows, read_dump(dump)[1], name)
+    results = score(rows, read_dump(dump)[1], name, args.matching, args.empty_policy)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     tables = markdown_tables(results)
     (out / "tables.md").write_text(tables)

@@ -48,7 +48,7 @@ from plum_training.checkpoints import (
 from plum_training.data import Collator, conversation, epoch_order, load_training_data
 from plum_training.history import LogHistory
 from plum_training.loading import load_model_and_processor, weights_fingerprint
-from plum_training.scoring import choose
+from plum_training.scoring import PlumChoiceScorer, choose
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -245,7 +245,7 @@ def evaluate_model(model, processor, rows) -> dict:
                 (row["object_question"], row["object_answer_choices"][row["object_correct_index"]]),
                 turns[0],
             ]
-        _, chosen = choose(model, processor, row["image"], turns, row["answer_choices"])
+        _, chosen = choose(PlumChoiceScorer(model, processor), row["image"], turns, row["answer_choices"])
         per_row.append((row["question_type"], prediction, list(row["masks"]), chosen, row["correct_index"]))
     model.train(was_training)
 

@@ -49,6 +49,42 @@ def load_model_and_processor(
     return model, processor
 
 
+def model_kind(name_or_path: str, trust_remote_code: bool = False) -> str:
+    """`"plum"` for a PLUM checkpoint (or the tiny preset), `"image-text-to-text"` for any other model."""
+    if name_or_path == TINY_PRESET:
+        return "plum"
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" in str(error) and not trust_remote_code:
+            raise remote_code_error(name_or_path) from None
+        raise
+    return "plum" if config.model_type == "plum" else "image-text-to-text"
+
+
+def load_image_text_to_text(
+    name_or_path: str, trust_remote_code: bool = False, dtype="auto", device_map: str | None = None
+):
+    """Any transformers image-text-to-text model (`AutoModelForImageTextToText`) and its processor, which must carry a
+    chat template."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    kwargs = {"dtype": DTYPES.get(dtype, dtype)}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path, trust_remote_code=trust_remote_code, **kwargs
+    )
+    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if not getattr(processor, "chat_template", None):
+        raise ValueError(
+            f"{name_or_path}: its processor has no chat template, which the answer choices are scored in"
+        )
+    return model, processor
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

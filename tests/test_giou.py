@@ -182,7 +182,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="matching must be one of"):
         compute_giou([[R1]], [[R1]], matching="best")
     with pytest.raises(ValueError, match="empty_policy must be one of"):
-        compute_giou([[R1]], [[R1]], empty_policy="zero")
+        compute_giou([[R1]], [[R1]], empty_policy="half")
     with pytest.raises(ValueError, match="image 0: prediction 0 has dtype float"):
         compute_giou([[R1.astype(float)]], [[R1]])
     with pytest.raises(ValueError, match="predictions for 1 images but references for 2"):
@@ -211,3 +211,12 @@ def test_real_pascal_part_masks(real_pascal_part_dir):
         shifted = [[np.roll(m, (pixels, pixels), axis=(0, 1)) for m in image] for image in references]
         scores.append(compute_giou(shifted, references)["micro_giou"])
     assert scores[0] == 1.0 and all(a > b for a, b in zip(scores, scores[1:]))
+
+
+def test_the_reference_releases_three_empty_policies():
+    empty = np.zeros((4, 4), dtype=bool)
+    full = np.ones((4, 4), dtype=bool)
+    for policy, expected in (("one", 1.0), ("zero", 0.5), ("skip", 1.0)):
+        result = compute_giou([[empty, full]], [[empty, full]], empty_policy=policy)
+        assert result["micro_giou"] == pytest.approx(expected), policy
+        assert result["num_masks"] == (1 if policy == "skip" else 2)

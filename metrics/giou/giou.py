@@ -20,7 +20,8 @@ logger = evaluate.logging.get_logger(__name__)
 
 MATCHINGS = ("paired", "greedy", "hungarian", "union")
 _CHECK_CHUNK = 1024  # RLEs validated per vectorised pass
-EMPTY_POLICIES = ("one", "skip")
+EMPTY_POLICIES = ("one", "zero", "skip")  # the reference release's values
+EMPTY_SCORES = {"one": 1.0, "zero": 0.0}  # the IoU of an empty prediction against an empty reference
 
 _CITATION = """\
 @article{blume2025partonomy,
@@ -37,8 +38,8 @@ gIoU scores predicted segmentation masks against reference masks. micro-gIoU is 
 reference mask of the dataset; macro-gIoU averages IoUs within each image first, then over images; cIoU is
 the cumulative IoU (sum of intersections over sum of unions). Predictions are paired with references in
 order, by part label, greedily by IoU (GLaMM), by the Hungarian algorithm, or scored as one union mask per
-image. An empty prediction against an empty reference scores 1 (LISA's convention) unless
-`empty_policy="skip"`; a reference without a prediction scores 0.
+image. An empty prediction against an empty reference scores 1 (LISA's convention), 0 with `empty_policy="zero"`, or
+is left out with `"skip"` (the reference release's three values); a reference without a prediction scores 0.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -52,7 +53,7 @@ Args:
         With both label lists, `paired` matching pairs masks by name (case and whitespace ignored).
     matching (`str`, defaults to `"paired"`): one of `paired`, `greedy`, `hungarian`, `union`.
     empty_policy (`str`, defaults to `"one"`): `one` scores an empty prediction against an empty reference
-        as 1.0; `skip` leaves such pairs out of every average.
+        as 1.0, `zero` as 0.0; `skip` leaves such pairs out of every average.
 Returns:
     micro_giou (`float`): mean IoU over all scored reference masks, in [0, 1].
     macro_giou (`float`): mean over images of the per-image mean IoU, in [0, 1].
@@ -370,7 +371,7 @@ def score_image(
         prediction_union = mask_utils.merge(predictions, intersect=False)
         ious, intersection, union, _, pred_area = _pairwise([prediction_union], [reference_union])
         if ref_area == 0 and pred_area[0] == 0:
-            return ([] if empty_policy == "skip" else [(1.0, 0.0, 0.0)]), 0
+            return ([] if empty_policy == "skip" else [(EMPTY_SCORES[empty_policy], 0.0, 0.0)]), 0
         return [(float(ious[0, 0]), float(intersection[0, 0]), float(union[0, 0]))], 0
 
     if predictions:
@@ -398,8 +399,8 @@ def score_image(
         if p is None:  # a reference without a prediction scores 0
             scores.append((0.0, 0.0, float(ref_area[r])))
         elif both_empty[r, p]:
-            if empty_policy == "one":
-                scores.append((1.0, 0.0, 0.0))
+            if empty_policy != "skip":
+                scores.append((EMPTY_SCORES[empty_policy], 0.0, 0.0))
         else:
             scores.append((float(ious[r, p]), float(intersection[r, p]), float(union[r, p])))
     matched = {p for p in pairs if p is not None}
