@@ -30,6 +30,7 @@ SAM_SIZES = {
 
 
 PROJECTOR_TYPES = ("mlp", "linear")
+SEGMENTATION_QUERIES = ("span", "seg_token")
 
 
 class PlumConfig(PreTrainedConfig):
@@ -65,6 +66,11 @@ class PlumConfig(PreTrainedConfig):
             no-mask embedding plus the pooled feedback (whose output projection starts at zero), so a pretrained SAM
             decoder first sees exactly the prompt it was trained with. The reference implementation uses the pooled
             term alone; `convert --from-reference` sets `False` so that its checkpoints compute what they computed.
+        segmentation_query (`str`, *optional*, defaults to `"span"`): where mask queries come from. `"span"`: PLUM's
+            BIO span tagger over the answer, each span's mean projected hidden state. `"seg_token"`: LISA's way, a
+            `[SEG]` token written after each part name (`seg_token_index`), its projected hidden state; the tagger
+            is not used. Kept as a real alternative for the ablation (`make ablate`).
+        seg_token_index (`int`, *optional*): the `[SEG]` token's id, with `segmentation_query="seg_token"`.
         projector_type (`str`, *optional*, defaults to `"mlp"`): LLaVA-1.5's two-layer GELU projector (`"mlp"`) or
             the single linear layer of LLaVA-LLaMA-2-lightning, the reference PLUM's base (`"linear"`).
         lm_loss_weight, span_loss_weight, kl_loss_weight, focal_tversky_weight, bce_weight, dice_weight (`float`):
@@ -109,6 +115,8 @@ class PlumConfig(PreTrainedConfig):
     use_feedback: bool = True
     feedback_num_heads: int = 8
     feedback_add_no_mask: bool = True
+    segmentation_query: str = "span"
+    seg_token_index: int | None = None
     projector_type: str = "mlp"
     lm_loss_weight: float = 1.0
     span_loss_weight: float = 2.0
@@ -133,6 +141,12 @@ class PlumConfig(PreTrainedConfig):
                 raise ValueError(f"sam_size must be one of {sorted(SAM_SIZES)}, got {self.sam_size!r}")
             for key, value in SAM_SIZES[self.sam_size].items():
                 setattr(self, key, value)
+        if self.segmentation_query not in SEGMENTATION_QUERIES:
+            raise ValueError(
+                f"segmentation_query must be one of {SEGMENTATION_QUERIES}, got {self.segmentation_query!r}"
+            )
+        if self.segmentation_query == "seg_token" and self.seg_token_index is None:
+            raise ValueError('segmentation_query="seg_token" needs seg_token_index, the [SEG] token\'s id')
         if self.projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {self.projector_type!r}")
         self.sam_global_attn_indexes = list(self.sam_global_attn_indexes)

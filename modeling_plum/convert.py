@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .configuration_plum import SAM_SIZES, PlumConfig
+from .configuration_plum import SAM_SIZES, TINY_VOCAB_SIZE, PlumConfig
 from .modeling_plum import PlumForConditionalGeneration
 from .processing_plum import PlumProcessor
 
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
 IMAGE_TOKEN = "<image>"
+SEG_TOKEN = "[SEG]"  # LISA's segmentation token, for `segmentation_query="seg_token"` (the ablation)
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 # The reference PLUM's conversation template (LLaVA "llava_v1") and image delimiters.
@@ -60,8 +61,8 @@ _DEFAULT_CORPUS = [
 ]
 
 
-def train_tiny_tokenizer(corpus: list[str], vocab_size: int):
-    """A LLaMA-style (Metaspace BPE) fast tokenizer trained offline; `<image>` is its last id."""
+def train_tiny_tokenizer(corpus: list[str], vocab_size: int, seg_token: bool = False):
+    """A LLaMA-style (Metaspace BPE) fast tokenizer trained offline; `<image>` (then `[SEG]`, when asked) come last."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -76,7 +77,8 @@ def train_tiny_tokenizer(corpus: list[str], vocab_size: int):
         show_progress=False,
     )
     tokenizer.train_from_iterator(corpus, trainer)
-    tokenizer.add_special_tokens([IMAGE_TOKEN])
+    extra = [IMAGE_TOKEN, SEG_TOKEN] if seg_token else [IMAGE_TOKEN]
+    tokenizer.add_special_tokens(extra)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
     )
@@ -86,7 +88,7 @@ def train_tiny_tokenizer(corpus: list[str], vocab_size: int):
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<unk>",
-        additional_special_tokens=[IMAGE_TOKEN],
+        additional_special_tokens=extra,
         model_max_length=512,
     )
 
@@ -108,10 +110,14 @@ def tiny_processor(config: PlumConfig, tokenizer) -> PlumProcessor:
     )
 
 
-def build_tiny(corpus: list[str] | None = None, seed: int = 0, **overrides):
-    """The tiny preset with a freshly trained tokenizer: ids come from the tokenizer, never constants."""
+def build_tiny(corpus: list[str] | None = None, seed: int = 0, seg_token: bool = False, **overrides):
+    """The tiny preset with a freshly trained tokenizer: ids come from the tokenizer, never constants. `seg_token`
+    adds LISA's `[SEG]` to the vocabulary (the ablation's `segmentation_query="seg_token"` uses it)."""
+    seg_token = seg_token or overrides.get("segmentation_query") == "seg_token"
+    tokenizer = train_tiny_tokenizer(corpus or _DEFAULT_CORPUS, TINY_VOCAB_SIZE, seg_token)
+    if seg_token:
+        overrides.setdefault("seg_token_index", tokenizer.convert_tokens_to_ids(SEG_TOKEN))
     config = PlumConfig.from_preset("tiny", **overrides)
-    tokenizer = train_tiny_tokenizer(corpus or _DEFAULT_CORPUS, config.text_config.vocab_size)
     text = config.text_config
     text.vocab_size = len(tokenizer)
     text.pad_token_id, text.bos_token_id, text.eos_token_id = (
@@ -122,7 +128,10 @@ def build_tiny(corpus: list[str] | None = None, seed: int = 0, **overrides):
     config.llava_config.image_token_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     torch.manual_seed(seed)
     model = PlumForConditionalGeneration(config)
-    return model, tiny_processor(config, tokenizer)
+    processor = tiny_processor(config, tokenizer)
+    if config.segmentation_query == "seg_token":
+        processor.seg_token = SEG_TOKEN
+    return model, processor
 
 
 # ---------------------------------------------------------------------------------------------------- weights

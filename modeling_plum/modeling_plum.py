@@ -59,8 +59,11 @@ def bio_to_spans(tags) -> list[tuple[int, int]]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def focal_tversky_loss(logits, targets, alpha: float, beta: float, gamma: float, smooth: float = 1.0):
-    """Focal-Tversky loss, mean over masks. `alpha` weighs false negatives (recall), `beta` false positives.
+def focal_tversky_loss(
+    logits, targets, alpha: float, beta: float, gamma: float, smooth: float = 1.0, reduce=True
+):
+    """Focal-Tversky loss, mean over masks (per mask with `reduce=False`). `alpha` weighs false negatives (recall),
+    `beta` false positives.
 
     Args:
         logits, targets: `(num_masks, height, width)`.
@@ -71,21 +74,24 @@ def focal_tversky_loss(logits, targets, alpha: float, beta: float, gamma: float,
     false_neg = ((1 - probs) * targets).sum(-1)
     false_pos = (probs * (1 - targets)).sum(-1)
     tversky = (true_pos + smooth) / (true_pos + alpha * false_neg + beta * false_pos + smooth)
-    return ((1 - tversky).clamp(min=0) ** gamma).mean()
+    per_mask = (1 - tversky).clamp(min=0) ** gamma
+    return per_mask.mean() if reduce else per_mask
 
 
-def dice_loss(logits, targets, scale: float = 1000.0, eps: float = 1e-6):
-    """LISA's Dice loss (inputs and targets divided by `scale`), mean over masks."""
+def dice_loss(logits, targets, scale: float = 1000.0, eps: float = 1e-6, reduce=True):
+    """LISA's Dice loss (inputs and targets divided by `scale`), mean over masks (per mask with `reduce=False`)."""
     probs = logits.sigmoid().flatten(1)
     targets = targets.flatten(1)
     numerator = 2 * (probs / scale * targets).sum(-1)
     denominator = (probs / scale).sum(-1) + (targets / scale).sum(-1)
-    return (1 - (numerator + eps) / (denominator + eps)).mean()
+    per_mask = 1 - (numerator + eps) / (denominator + eps)
+    return per_mask.mean() if reduce else per_mask
 
 
-def sigmoid_bce_loss(logits, targets):
-    """Pixel-wise binary cross-entropy, mean over pixels, then over masks."""
-    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).mean(-1).mean()
+def sigmoid_bce_loss(logits, targets, reduce=True):
+    """Pixel-wise binary cross-entropy, mean over pixels, then over masks (per mask with `reduce=False`)."""
+    per_mask = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).mean(-1)
+    return per_mask.mean() if reduce else per_mask
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -181,23 +187,28 @@ class PlumMaskFeedbackPooler(nn.Module):
         self.patch_queries = nn.Parameter(torch.empty(size * size, 1, dim))  # one query per patch
         self.attention = nn.MultiheadAttention(dim, config.feedback_num_heads, batch_first=True)
 
-    def encode(self, mask_downscaling: nn.Sequential, masks, queries):
+    def encode(self, mask_downscaling: nn.Sequential, masks, queries, dense_pe=None):
+        """One earlier mask per row: `masks (n, 1, 4h, 4w)`, `queries (n, prompt_dim)` → keys `(n, prompt_dim, h, w)`.
+        A mask is encoded once, when it is predicted, and serves every later span of its image."""
         conv1, norm1, act1, conv2, norm2, act2, conv3 = mask_downscaling
         x = act1(self.film[0](norm1(conv1(masks)), queries))
         x = act2(self.film[1](norm2(conv2(x)), queries))
-        return conv3(x)
+        x = conv3(x)
+        return x if dense_pe is None else x + dense_pe
+
+    def pool(self, keys):
+        """`keys (batch, k, prompt_dim, h, w)` (encoded earlier masks) → dense prompt `(batch, prompt_dim, h, w)`."""
+        batch, k, channels, h, w = keys.shape
+        # One attention per image and patch, over that image's k earlier masks.
+        keys = keys.reshape(batch, k, channels, h * w).permute(0, 3, 1, 2).reshape(batch * h * w, k, channels)
+        pooled, _ = self.attention(self.patch_queries.repeat(batch, 1, 1), keys, keys, need_weights=False)
+        return pooled.reshape(batch, h, w, channels).permute(0, 3, 1, 2)
 
     def forward(self, mask_downscaling, masks, queries, dense_pe):
         """`masks (batch, k, 1, 4h, 4w)`, `queries (batch, k, prompt_dim)` → `(batch, prompt_dim, h, w)`."""
         batch, k = masks.shape[:2]
-        encoded = self.encode(mask_downscaling, masks.flatten(0, 1), queries.flatten(0, 1)) + dense_pe
-        _, channels, h, w = encoded.shape
-        # One attention per image and patch, over that image's k earlier masks.
-        keys = (
-            encoded.reshape(batch, k, channels, h * w).permute(0, 3, 1, 2).reshape(batch * h * w, k, channels)
-        )
-        pooled, _ = self.attention(self.patch_queries.repeat(batch, 1, 1), keys, keys, need_weights=False)
-        return pooled.reshape(batch, h, w, channels).permute(0, 3, 1, 2)
+        encoded = self.encode(mask_downscaling, masks.flatten(0, 1), queries.flatten(0, 1), dense_pe)
+        return self.pool(encoded.reshape(batch, k, *encoded.shape[1:]))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -213,7 +224,8 @@ class PlumOutput(ModelOutput):
         lm_loss, span_loss, kl_loss, mask_loss, bce_loss (`torch.FloatTensor`, *optional*): unweighted components
             (`mask_loss` is Focal-Tversky, or Dice when that is switched off).
         logits (`torch.FloatTensor` of shape `(batch, seq, vocab)`): language-model logits.
-        span_logits (`torch.FloatTensor` of shape `(batch, seq, 3)`): O / B / I logits.
+        span_logits (`torch.FloatTensor` of shape `(batch, seq, 3)`): O / B / I logits (None with
+            `segmentation_query="seg_token"`).
         spans (`list[list[tuple[int, int]]]`): per sample, the token spans that were segmented.
         pred_masks (`list[torch.FloatTensor]`): per sample, `(num_spans, height, width)` mask logits at the
             original image size.
@@ -500,16 +512,14 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         no_mask = no_mask.to(image_embeddings.dtype)
         counts = [q.shape[0] for q in queries]
         low_res = [[] for _ in queries]
+        keys = [[] for _ in queries]  # per image, its earlier masks encoded by the feedback pooler
+        pooler = self.feedback_pooler
         for k in range(max(counts, default=0)):
             active = [b for b, n in enumerate(counts) if n > k]
-            if k == 0 or self.feedback_pooler is None:
+            if k == 0 or pooler is None:
                 dense = no_mask.expand(len(active), -1, -1, -1)
             else:
-                earlier = torch.stack([torch.stack(low_res[b]) for b in active]).detach()  # (n, k, 1, 4h, 4w)
-                earlier_queries = torch.stack([queries[b][:k] for b in active])
-                dense = self.feedback_pooler(
-                    self.sam_prompt_encoder.mask_downscaling, earlier, earlier_queries, dense_pe
-                )
+                dense = pooler.pool(torch.stack([torch.stack(keys[b]) for b in active]))
                 if self.config.feedback_add_no_mask:
                     dense = dense + no_mask
             sparse = torch.stack([queries[b][k] for b in active]).unsqueeze(1)
@@ -518,6 +528,17 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             )
             for i, b in enumerate(active):
                 low_res[b].append(masks[i])  # (1, 4h, 4w)
+            following = [i for i, b in enumerate(active) if counts[b] > k + 1]  # images with a span k + 1
+            if pooler is not None and following:
+                # earlier masks enter the loop detached; each is encoded once and serves every later span
+                encoded = pooler.encode(
+                    self.sam_prompt_encoder.mask_downscaling,
+                    masks[following].detach(),
+                    sparse[following, 0],
+                    dense_pe,
+                )
+                for j, i in enumerate(following):
+                    keys[active[i]].append(encoded[j])
         full, low = [], []
         for b, masks in enumerate(low_res):
             if not masks:
@@ -627,12 +648,15 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                 logits=logits, labels=labels, vocab_size=config.text_config.vocab_size
             )
 
-        span_logits = self.span_tagger(hidden, attention_mask)
+        seg_tokens = config.segmentation_query == "seg_token"  # LISA's [SEG] tokens instead of the tagger
+        span_logits = None if seg_tokens else self.span_tagger(hidden, attention_mask)
         span_loss = kl_loss = None
         if span_labels is not None:
             with_spans = ((span_labels == TAG_B) | (span_labels == TAG_I)).any(-1)  # only these are tagged
             targets = span_labels.masked_fill(~with_spans[:, None], IGNORE_INDEX)
-            if with_spans.any():
+            if seg_tokens:
+                span_loss = None
+            elif with_spans.any():
                 span_loss = F.cross_entropy(
                     span_logits.reshape(-1, 3).float(),
                     targets.reshape(-1),
@@ -655,7 +679,12 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                 kl_loss = hidden.new_zeros(()).float()
 
         if spans is None:
-            source = span_labels if span_labels is not None else span_logits.argmax(-1)
+            if span_labels is not None:
+                source = span_labels
+            elif seg_tokens:  # every [SEG] token is a one-token span
+                source = torch.where(input_ids == config.seg_token_index, TAG_B, IGNORE_INDEX)
+            else:
+                source = span_logits.argmax(-1)
             if attention_mask is not None and span_labels is None:
                 source = source.masked_fill(attention_mask == 0, IGNORE_INDEX)
             spans = [bio_to_spans(row.tolist()) for row in source]
@@ -717,11 +746,16 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         if not predictions:
             zero = pred_masks[0].sum() * 0.0 if pred_masks else torch.zeros(())
             return zero, zero
-        # Masks of different images differ in size: average the per-mask losses.
+        # Masks of different images differ in size: per-mask losses, computed for all masks of one size at once,
+        # then averaged over every mask.
         config = self.config
-        mask_terms, bce_terms = [], []
+        by_size = {}
         for pred, target in zip(predictions, targets):
-            pred, target = pred[None], target[None]
+            by_size.setdefault(tuple(pred.shape), []).append((pred, target))
+        mask_terms, bce_terms = [], []
+        for group in by_size.values():
+            pred = torch.stack([p for p, _ in group])
+            target = torch.stack([t for _, t in group])
             if config.use_focal_tversky:
                 mask_terms.append(
                     focal_tversky_loss(
@@ -730,12 +764,13 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                         config.focal_tversky_alpha,
                         config.focal_tversky_beta,
                         config.focal_tversky_gamma,
+                        reduce=False,
                     )
                 )
             else:
-                mask_terms.append(dice_loss(pred, target, config.dice_scale))
-            bce_terms.append(sigmoid_bce_loss(pred, target))
-        return torch.stack(mask_terms).mean(), torch.stack(bce_terms).mean()
+                mask_terms.append(dice_loss(pred, target, config.dice_scale, reduce=False))
+            bce_terms.append(sigmoid_bce_loss(pred, target, reduce=False))
+        return torch.cat(mask_terms).mean(), torch.cat(bce_terms).mean()
 
     # -- inference -----------------------------------------------------------------------------------------
 
@@ -817,7 +852,10 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(sam_pixel_values)
         hidden = self._language_forward(sequences, full_mask, pixel_values).last_hidden_state
-        tags = self.span_tagger(hidden, full_mask)[0].argmax(-1).tolist()
+        if self.config.segmentation_query == "seg_token":
+            tags = torch.where(sequences[0] == self.config.seg_token_index, TAG_B, IGNORE_INDEX).tolist()
+        else:
+            tags = self.span_tagger(hidden, full_mask)[0].argmax(-1).tolist()
         tags = [IGNORE_INDEX] * answer_start + tags[answer_start:]  # only the answer is segmented
         spans = bio_to_spans(tags)
         logits, _ = self.decode_masks_batch(

@@ -80,6 +80,18 @@ def find_part_spans(answer: str, parts: list[str]) -> list[tuple[int, int]]:
     return spans
 
 
+SPAN_EDGES = " ,.;:!?"  # what a token may carry around a word, which a span's text leaves out
+
+
+def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """`(start, end)` narrowed past surrounding spaces and punctuation (`" body,"` → `"body"`)."""
+    while start < end and text[start] in SPAN_EDGES:
+        start += 1
+    while end > start and text[end - 1] in SPAN_EDGES:
+        end -= 1
+    return start, end
+
+
 def token_span(offsets, char_start: int, char_end: int, text: str) -> tuple[int, int]:
     """The `(start, end)` token span (end exclusive) of the tokens overlapping characters `[char_start, char_end)`."""
     tokens = [i for i, (s, e) in enumerate(offsets) if e > s and s < char_end and e > char_start]
@@ -111,6 +123,9 @@ class PlumProcessor(ProcessorMixin):
             assistant. ..."; LLaVA-1.5's own template has none).
         image_start_token, image_end_token (`str`, *optional*): tokens around the image tokens (`<im_start>` /
             `<im_end>` in the reference PLUM); none by default.
+        seg_token (`str`, *optional*): for a model with `segmentation_query="seg_token"` (LISA's way, kept for the
+            ablation): this token is written after each tagged part name of an answer, and it, not the name, is the
+            part's span.
     """
 
     attributes = ["image_processor", "tokenizer"]
@@ -126,6 +141,7 @@ class PlumProcessor(ProcessorMixin):
         system_prompt: str | None = None,
         image_start_token: str | None = None,
         image_end_token: str | None = None,
+        seg_token: str | None = None,
         **kwargs,
     ):
         self.sam_image_size = sam_image_size
@@ -135,6 +151,7 @@ class PlumProcessor(ProcessorMixin):
         self.system_prompt = system_prompt
         self.image_start_token = image_start_token
         self.image_end_token = image_end_token
+        self.seg_token = seg_token
         super().__init__(image_processor, tokenizer, **kwargs)
 
     # -- images --------------------------------------------------------------------------------------------
@@ -207,13 +224,16 @@ class PlumProcessor(ProcessorMixin):
         char_spans = []
         for piece, role in pieces:
             start = len(text)
-            text += piece
-            roles.append((start, len(text), role))
+            piece_spans = []
             if role == "answer":
                 turn_parts = parts[answer_index] if parts is not None and answer_index < len(parts) else []
-                for s, e in find_part_spans(piece, turn_parts):
-                    char_spans.append((start + s, start + e))
+                piece_spans = find_part_spans(piece, turn_parts)
+                if self.seg_token:
+                    piece, piece_spans = self._with_seg_tokens(piece, piece_spans)
                 answer_index += 1
+            text += piece
+            roles.append((start, len(text), role))
+            char_spans.extend((start + s, start + e) for s, e in piece_spans)
         encoding = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
         ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
         self.check_text_length(ids)
@@ -239,6 +259,18 @@ class PlumProcessor(ProcessorMixin):
             "text": text,
             "offsets": offsets,
         }
+
+    def _with_seg_tokens(self, answer: str, spans):
+        """`answer` with ` {seg_token}` after each span, and the character spans of those tokens."""
+        pieces, seg_spans, cursor = [], [], 0
+        for _, end in spans:
+            pieces.append(answer[cursor:end] + " ")
+            offset = sum(len(p) for p in pieces)
+            pieces.append(self.seg_token)
+            seg_spans.append((offset, offset + len(self.seg_token)))
+            cursor = end
+        pieces.append(answer[cursor:])
+        return "".join(pieces), seg_spans
 
     def text_length(self, ids) -> int:
         """Tokens of a sequence that count against `max_length`: all but the image tokens."""
@@ -355,7 +387,8 @@ class PlumProcessor(ProcessorMixin):
                 char_spans.append(
                     (begin, len(self.tokenizer.decode(answer_ids[:end], skip_special_tokens=True)))
                 )
-        return text, char_spans, [text[s:e].strip() for s, e in char_spans]
+        char_spans = [trim_span(text, s, e) for s, e in char_spans]
+        return text, char_spans, [text[s:e] for s, e in char_spans]
 
 
 PlumProcessor.register_for_auto_class()

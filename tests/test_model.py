@@ -559,3 +559,39 @@ def test_feedback_starts_from_sams_no_mask_prompt(tiny):
         model.feedback_pooler = pooler
     assert torch.equal(with_feedback, without)
     assert PlumConfig().feedback_add_no_mask and not tiny[0].config.feedback_add_no_mask
+
+
+# ------------------------------------------------------------------------------------------- [SEG] token (ablation)
+
+
+def test_seg_token_variant_is_a_real_alternative(toy_car):
+    """LISA's way, kept for the ablation: the processor writes `[SEG]` after each part name, each `[SEG]` is a
+    one-token span whose hidden state becomes the mask query; the tagger is not used; it learns like the tagger."""
+    torch.manual_seed(0)
+    model, processor = build_tiny(segmentation_query="seg_token")
+    image, answer, parts, gt = toy_car
+    seg_id = model.config.seg_token_index
+    assert processor.tokenizer.convert_ids_to_tokens(seg_id) == processor.seg_token == "[SEG]"
+    batch, spans = batch_for(processor, image, answer, parts)
+    ids = batch["input_ids"][0].tolist()
+    assert [ids[s] for s, e in spans[0]] == [seg_id] * len(parts) and all(e - s == 1 for s, e in spans[0])
+    decoded = processor.tokenizer.decode(ids, skip_special_tokens=False)
+    assert f"{parts[0]} [SEG]" in decoded.replace("  ", " ")
+    out = model(**batch, gt_masks=[gt])
+    assert out.span_loss is None and out.span_logits is None and torch.isfinite(out.loss)
+    out.mask_loss.backward()
+    assert model.query_projector.layers[2].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.span_tagger.parameters())
+    with torch.no_grad():  # at inference the [SEG] tokens of the text give the spans
+        unlabeled = {k: v for k, v in batch.items() if k not in ("labels", "span_labels")}
+        assert model(**unlabeled).spans == spans
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    for _ in range(200):
+        out = model(**batch, gt_masks=[gt])
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    predicted, truth = out.pred_masks[0].detach() > 0, gt > 0
+    assert ((predicted & truth).sum((1, 2)) / (predicted | truth).sum((1, 2))).mean() >= 0.9
+    with pytest.raises(ValueError, match="needs seg_token_index"):
+        PlumConfig(segmentation_query="seg_token")
