@@ -1,7 +1,9 @@
 """`make demo`: the whole PLUM pipeline on the procedural toy set, on a CPU, in under 10 minutes.
 
-Builds the toy PARTONOMY config, trains the tiny PLUM (LoRA on its LM, SAM trained from scratch), evaluates it
-on held-out toy images beside the untrained model and the whole-object baseline, writes overlay PNGs and
+Builds the toy PARTONOMY config, profiles one training step by component, trains the tiny PLUM (LoRA on its LM, SAM
+trained from scratch) for a fixed time budget with a learning rate that anneals to 0 as the budget runs out, evaluating
+on held-out questions along the way (the learning curve), evaluates the result on held-out images beside the untrained
+model and the whole-object baseline, writes overlay PNGs (ground truth beside prediction, per-part IoU) and
 `outputs/demo_results.json`, and checks that the saved checkpoint loads with `AutoModel(trust_remote_code=True)`.
 """
 
@@ -13,30 +15,17 @@ import time
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from transformers import AutoModel, AutoProcessor
 
 import train_accelerate as trainer
+from benchmarks.profile_step import profile, table
 from metrics.giou import compute_giou
-from modeling_plum.convert import build_tiny
 from partonomy_dataset import __main__ as dataset_cli
 from partonomy_dataset import masks as rle
+from plum_demo.drawing import ground_truth_beside_prediction, line_chart
 
 OUT = Path("outputs")
-COLOURS = [
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-]
 
 
 def whole_object_baseline(rows) -> dict:
@@ -50,39 +39,33 @@ def whole_object_baseline(rows) -> dict:
     return {"micro_giou": giou["micro_giou"], "macro_giou": giou["macro_giou"], "choice_accuracy": None}
 
 
-def overlay(image: Image.Image, masks, names, path: Path):
-    """The image beside the same image with coloured part masks and their names."""
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    painted = base.copy()
-    for k, mask in enumerate(masks):
-        painted[mask] = 0.45 * painted[mask] + 0.55 * np.array(COLOURS[k % len(COLOURS)])
-    scale = 3
-    canvas = Image.new("RGB", (base.shape[1] * 2 * scale, base.shape[0] * scale + 14 * len(names)), "white")
-    canvas.paste(
-        Image.fromarray(base.astype(np.uint8)).resize((base.shape[1] * scale, base.shape[0] * scale)), (0, 0)
-    )
-    canvas.paste(
-        Image.fromarray(painted.astype(np.uint8)).resize((base.shape[1] * scale, base.shape[0] * scale)),
-        (base.shape[1] * scale, 0),
-    )
-    draw = ImageDraw.Draw(canvas)
-    for k, name in enumerate(names):
-        y = base.shape[0] * scale + 14 * k
-        draw.rectangle([4, y + 2, 14, y + 12], fill=COLOURS[k % len(COLOURS)])
-        draw.text((20, y), name, fill="black")
-    canvas.save(path)
+def step_profile(data_dir: Path, steps: int = 8) -> str:
+    """The per-component step time of the tiny PLUM at the demo's batch size, as a table."""
+    rows = list(datasets.load_dataset(str(data_dir), "toy", split="train").select(range(8 * (steps + 2))))
+    model, processor = trainer.load_model_and_processor("tiny")
+    model = trainer.prepare_trainable(model, trainer.ModelArguments())
+    per_step, speed = profile(model, processor, rows, steps, 8)
+    return table(per_step, speed)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--toy-images", type=int, default=1200)
-    parser.add_argument("--train-steps", type=int, default=2000, help="optimizer steps (batch 8)")
     parser.add_argument(
-        "--train-seconds", type=float, default=520, help="stop training early after this long"
+        "--train-seconds",
+        type=float,
+        default=450,
+        help="training time budget; the learning rate reaches 0 at its end",
     )
     parser.add_argument("--eval-questions", type=int, default=200)
     parser.add_argument(
-        "--learning-rate", type=float, default=6e-4, help="peak; the tiny model trains from scratch"
+        "--curve-every", type=float, default=60, help="learning-curve point every this many seconds"
+    )
+    parser.add_argument(
+        "--curve-questions", type=int, default=48, help="held-out questions per learning-curve point"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="peak; the tiny model trains from scratch"
     )
     args = parser.parse_args()
     started = time.monotonic()
@@ -97,7 +80,11 @@ def main():
     validation = datasets.load_dataset(str(data_dir), "toy", split="validation")
     rows = list(validation.select(range(min(len(validation), args.eval_questions))))
 
-    untrained, processor = build_tiny()
+    profile_table = step_profile(data_dir)
+    (OUT / "step_profile.txt").write_text(profile_table + "\n")
+    print(profile_table)
+
+    untrained, processor = trainer.load_model_and_processor("tiny")
     print("evaluating the untrained model …")
     results = {
         "untrained": trainer.evaluate_model(untrained, processor, rows),
@@ -119,11 +106,17 @@ def main():
                 "--gradient_accumulation_steps",
                 "1",
                 "--max_steps",
-                str(args.train_steps),
+                "1000000",  # the time budget ends the run, not a step count
                 "--max_train_seconds",
                 str(args.train_seconds),
+                "--lr_schedule",
+                "time",
                 "--learning_rate",
                 str(args.learning_rate),
+                "--eval_every_seconds",
+                str(args.curve_every),
+                "--max_eval_samples",
+                str(args.curve_questions),
                 "--save_steps",
                 "0",
                 "--logging_steps",
@@ -139,19 +132,28 @@ def main():
     print("evaluating the trained model …")
     results["trained"] = trainer.evaluate_model(model, processor, rows)
     results["trained"]["steps"] = result["history"][-1]["step"]
+    results["trained"]["training_seconds"] = result["training_seconds"]
+    curve = [(0.0, results["untrained"]["micro_giou"])] + [
+        (e["training_seconds"] / 60, e["micro_giou"]) for e in result["evals"]
+    ]
+    results["learning_curve"] = [{"minutes": round(m, 2), "micro_giou": g} for m, g in curve]
+    line_chart(
+        curve,
+        f"micro-gIoU on {args.curve_questions} held-out toy questions while training",
+        "training minutes",
+        "micro-gIoU",
+    ).save(OUT / "learning_curve.png")
 
     first_of_each_image = list({row["image_id"]: row for row in reversed(rows)}.values())[::-1]
     for k, row in enumerate(first_of_each_image[:6]):
         batch = trainer.Collator(processor)([row])
         batch.pop("gt_masks")
         with torch.no_grad():
-            masks = model(**batch).pred_masks[0] > model.config.mask_threshold
-        overlay(
-            row["image"],
-            masks.numpy(),
-            row["parts"],
-            OUT / f"overlay_{k}_{row['object'].replace(' ', '_')}.png",
-        )
+            masks = model(**batch, output_logits=False).pred_masks[0] > model.config.mask_threshold
+        truth = [rle.decode(m) for m in row["masks"]]
+        ground_truth_beside_prediction(
+            row["image"], truth, list(masks.cpu().numpy()), row["parts"], title=row["question"]
+        ).save(OUT / f"overlay_{k}_{row['object'].replace(' ', '_')}.png")
 
     results["seconds"] = round(time.monotonic() - started, 1)
     (OUT / "demo_results.json").write_text(json.dumps(results, indent=1))
@@ -167,7 +169,13 @@ def main():
             f"choice acc. {r['choice_accuracy']:.3f}  ({r['questions']} questions)"
         )
     print(
-        f"\n{results['seconds']:.0f} s in all; overlays and demo_results.json in {OUT}/; checkpoint in {export}"
+        "\nlearning curve (training minutes → micro-gIoU): "
+        + ", ".join(f"{m:.1f} → {g:.3f}" for m, g in curve)
+    )
+    print(
+        f"\n{results['trained']['steps']} steps in {result['training_seconds']:.0f} s of training; "
+        f"{results['seconds']:.0f} s in all; overlays, learning_curve.png, step_profile.txt and demo_results.json in "
+        f"{OUT}/; checkpoint in {export}"
     )
 
 

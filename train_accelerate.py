@@ -12,6 +12,7 @@ updates, on every number of processes: the learning-rate schedule is the same fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -84,6 +85,12 @@ class ModelArguments:
         default="auto",
         metadata={"help": "dtype to load the weights in: auto (the checkpoint's), float32, bfloat16"},
     )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON of PlumConfig fields to change before the model is built: '{\"use_feedback\": false}'"
+        },
+    )
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -125,9 +132,25 @@ class TrainArguments:
     max_train_seconds: float = field(
         default=0, metadata={"help": "stop (and save) after this long; 0 = no limit"}
     )
+    lr_schedule: str = field(
+        default="steps",
+        metadata={
+            "help": "steps: warm-up, then linear decay to 0 at the last optimizer update (the paper's); time: "
+            "warm-up, the peak rate, then linear decay to 0 over the last --decay_fraction of --max_train_seconds "
+            "(a fixed time budget, as in make demo; tied to the clock, so a resumed run does not repeat it exactly)"
+        },
+    )
     num_train_epochs: int = 4
     logging_steps: int = 10
     eval_steps: int = 0
+    decay_fraction: float = field(
+        default=0.2,
+        metadata={"help": "with --lr_schedule time: the share of the budget the rate decays over"},
+    )
+    eval_every_seconds: float = field(
+        default=0,
+        metadata={"help": "also evaluate every this many seconds of training (a learning curve in time)"},
+    )
     save_steps: int = 500
     save_total_limit: int = 2
     seed: int = 42
@@ -191,6 +214,11 @@ def prepare_trainable(model, args: ModelArguments):
         trainable.append(base.sam_prompt_encoder)
     if config.train_sam_image_encoder:
         trainable.append(base.sam_image_encoder)
+    if (
+        config.segmentation_query == "seg_token"
+    ):  # LISA's way: the [SEG] tokens, not the tagger, give the spans
+        trainable.remove(base.span_tagger)
+        base.span_tagger.requires_grad_(False)
     for module in trainable:
         module.requires_grad_(True)
     # PLUM asks SAM for a single mask and never reads its IoU estimate: those heads get no gradient (and would
@@ -324,6 +352,41 @@ def load_checkpoint(accelerator, folder: Path, model):
 # ---------------------------------------------------------------------------------------------------- training
 
 
+class TrainingClock:
+    """Seconds spent training: evaluations inside the run (`paused()`) do not count against the time budget."""
+
+    def __init__(self):
+        self.started, self.paused_for = time.monotonic(), 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started - self.paused_for
+
+    @contextlib.contextmanager
+    def paused(self):
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.paused_for += time.monotonic() - began
+
+
+def time_budget_schedule(
+    optimizer, warmup_steps: int, seconds: float, clock: TrainingClock, decay: float = 0.2
+):
+    """Linear warm-up over `warmup_steps` updates, the peak rate, then linear decay to 0 over the last `decay` share of
+    `seconds` of training on `clock`: the whole budget is spent learning and the rate still anneals at its end. (A
+    decay over the whole budget was worse on the toy set: micro-gIoU 0.38 against 0.46 without decay, 7 minutes.)"""
+    if seconds <= 0:
+        raise ValueError("--lr_schedule time needs --max_train_seconds")
+
+    def factor(step: int) -> float:
+        warmup = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+        remaining = 1.0 - clock.elapsed() / seconds
+        return warmup * min(1.0, max(0.0, remaining / decay)) if decay > 0 else warmup * (remaining > 0)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _upcast_trainable(model):
     """Trainable parameters in float32 (the optimizer's master weights) when the checkpoint was loaded in bf16 /
     fp16; the frozen base stays in its dtype and autocast runs the mixed matmuls."""
@@ -348,8 +411,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     if args.export_format not in EXPORT_FORMATS:
         raise ValueError(f"export_format must be one of {EXPORT_FORMATS}, got {args.export_format!r}")
 
+    overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else None
     model, processor = load_model_and_processor(
-        model_args.model_name_or_path, model_args.trust_remote_code, model_args.model_dtype
+        model_args.model_name_or_path,
+        model_args.trust_remote_code,
+        model_args.model_dtype,
+        config_overrides=overrides,
     )
     base = (model_args.model_name_or_path, weights_fingerprint(model))
     model = prepare_trainable(model, model_args)
@@ -364,7 +431,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
         data_args.sampling_probabilities,
     )
     eval_rows = None
-    if args.eval_steps:
+    if args.eval_steps or args.eval_every_seconds:
         eval_data = datasets.load_dataset(data_args.dataset, data_args.configs[0], split=data_args.eval_split)
         eval_rows = list(eval_data.select(range(min(len(eval_data), data_args.max_eval_samples))))
 
@@ -378,10 +445,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.weight_decay,
+        foreach=True,  # one kernel per group of tensors: fewer, larger operations (measured 6 % faster on CPU)
     )
     # Defined in optimizer updates and stepped once per update by this loop. Not passed to `prepare`: accelerate's
     # wrapper steps a scheduler once per process, which runs the schedule N times too fast on N processes.
-    scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, max_steps)
+    clock = TrainingClock()
+    if args.lr_schedule == "time":
+        scheduler = time_budget_schedule(
+            optimizer, args.warmup_steps, args.max_train_seconds, clock, args.decay_fraction
+        )
+    elif args.lr_schedule == "steps":
+        scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, max_steps)
+    else:
+        raise ValueError(f"lr_schedule must be steps or time, got {args.lr_schedule!r}")
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_save_state_pre_hook(trainable_only_hook(model))
@@ -402,7 +478,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
 
     history_file = LogHistory(output_dir, enabled=accelerator.is_main_process)
     step, epoch, batch_in_epoch = 0, 0, 0
-    started = time.monotonic()
     resume = resolve_resume(args.resume_from_checkpoint, output_dir)
     if resume is not None:
         check_base_pointer(resume, *base)
@@ -415,7 +490,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
         history_file.start_fresh()
 
     collator = Collator(processor)
-    history = []
+    history, evals = [], []
+    next_eval = args.eval_every_seconds
 
     def checkpoint_now(export):
         position = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
@@ -470,12 +546,27 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
             accelerator.log({k: v for k, v in logs.items() if k != "step"}, step=step)  # as in the log file
             if step % args.logging_steps == 0:
                 progress.set_postfix(loss=f"{logs['loss']:.3f}")
-            if eval_rows and args.eval_steps and step % args.eval_steps == 0 and accelerator.is_main_process:
-                metrics = evaluate_model(accelerator.unwrap_model(model), processor, eval_rows)
-                overall = {k: v for k, v in metrics.items() if k != "per_type"}
-                accelerator.log({f"eval/{k}": v for k, v in overall.items()}, step=step)
-                accelerator.print(f"step {step}: {overall}")
-            out_of_time = args.max_train_seconds and time.monotonic() - started > args.max_train_seconds
+            by_steps = args.eval_steps and step % args.eval_steps == 0
+            by_time = args.eval_every_seconds and clock.elapsed() >= next_eval
+            if eval_rows and (by_steps or by_time):
+                seconds = clock.elapsed()
+                next_eval = (
+                    (seconds // args.eval_every_seconds + 1) * args.eval_every_seconds
+                    if by_time
+                    else next_eval
+                )
+                with clock.paused():
+                    if accelerator.is_main_process:
+                        metrics = evaluate_model(accelerator.unwrap_model(model), processor, eval_rows)
+                        overall = {k: v for k, v in metrics.items() if k != "per_type"}
+                        accelerator.log({f"eval/{k}": v for k, v in overall.items()}, step=step)
+                        accelerator.print(f"step {step}: {overall}")
+                        evals.append({"step": step, "training_seconds": round(seconds, 1), **overall})
+                        history_file.append(
+                            {"step": step, "training_seconds": round(seconds, 1), "eval": overall}
+                        )
+                    accelerator.wait_for_everyone()
+            out_of_time = args.max_train_seconds and clock.elapsed() > args.max_train_seconds
             if out_of_time:
                 accelerator.print(
                     f"stopping at step {step}: --max_train_seconds {args.max_train_seconds} reached"
@@ -489,7 +580,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
             epoch, batch_in_epoch = epoch + 1, 0
     progress.close()
     final = checkpoint_now(export=True)
-    result = {"history": history, "final_checkpoint": str(final)}
+    result = {
+        "history": history,
+        "evals": evals,
+        "training_seconds": round(clock.elapsed(), 1),
+        "final_checkpoint": str(final),
+    }
     if uploader is not None:
         uploader.poll(wait=True)
         commit = uploader.commits.get(str(final / EXPORT_DIR))

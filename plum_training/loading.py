@@ -23,20 +23,23 @@ def load_model_and_processor(
     trust_remote_code: bool = False,
     dtype: str | torch.dtype = "auto",
     device_map: str | None = None,
+    config_overrides: dict | None = None,
 ):
     """`AutoModel` + `AutoProcessor` for a PLUM folder or Hub id, or the in-process tiny preset (`"tiny"`, which runs
     no downloaded code). Without `trust_remote_code` a checkpoint that needs its code is refused with a message
-    that says which flag allows it."""
+    that says which flag allows it. `config_overrides` change config fields before the model is built (e.g.
+    `{"use_feedback": False}`, `{"segmentation_query": "seg_token"}`)."""
+    overrides = dict(config_overrides or {})
     if name_or_path == TINY_PRESET:
         from modeling_plum.convert import build_tiny
 
-        model, processor = build_tiny()
+        model, processor = build_tiny(**overrides)
         if dtype not in ("auto", None):
             model = model.to(DTYPES.get(dtype, dtype))
         return model, processor
     from transformers import AutoModel, AutoProcessor
 
-    kwargs = {"dtype": DTYPES.get(dtype, dtype)}
+    kwargs = {"dtype": DTYPES.get(dtype, dtype), **overrides}
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
@@ -46,6 +49,8 @@ def load_model_and_processor(
         if "trust_remote_code" in str(error) and not trust_remote_code:
             raise remote_code_error(name_or_path) from None
         raise
+    if model.config.segmentation_query == "seg_token":  # the processor writes the [SEG] tokens
+        processor.seg_token = processor.tokenizer.convert_ids_to_tokens(model.config.seg_token_index)
     return model, processor
 
 
