@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-metrics test lint bench install clean
+.PHONY: demo demo-metrics ablate app test lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ demo: $(STAMP)
 demo-metrics: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) demo_metrics.py
 
+ablate: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) ablate.py
+
+app: $(STAMP)
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) app.py --trust_remote_code
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
@@ -33,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_choices.py
 	$(PY) benchmarks/bench_conversion.py
 	$(PY) benchmarks/bench_checkpoints.py
+	$(PY) benchmarks/profile_step.py
 
 clean:
 	rm -rf outputs .pytest_cache
