@@ -54,6 +54,37 @@ def bio_to_spans(tags) -> list[tuple[int, int]]:
     return spans
 
 
+def shared_prefix_log_likelihoods(model, prefix_inputs: dict, continuations, pad_token_id: int):
+    """Mean token log-likelihood of each continuation after one shared prefix (a batch of 1): the prefix runs once,
+    and its KV cache, repeated, serves every continuation in one right-padded batch. `model` is any transformers
+    causal or image-text-to-text LM taking `cache` and `logits_to_keep`.
+
+    Shapes: `prefix_inputs["input_ids"] (1, prefix_len)`, `continuations` a list of token-id lists → `(num,)`.
+    """
+    prefix = model(**prefix_inputs, use_cache=True, logits_to_keep=1)
+    num, longest = len(continuations), max(len(c) for c in continuations)
+    device = prefix_inputs["input_ids"].device
+    tokens = torch.full((num, longest), pad_token_id, dtype=torch.long, device=device)
+    valid = torch.zeros((num, longest), dtype=torch.bool, device=device)
+    for i, ids in enumerate(continuations):
+        tokens[i, : len(ids)] = torch.as_tensor(ids, device=device)
+        valid[i, : len(ids)] = True
+    cache = prefix.cache
+    cache.batch_repeat_interleave(num)
+    # Right padding after the prefix: real tokens never attend to the pads, which come after them. An unpadded prefix
+    # needs no mask at all (the causal mask covers it; models with 3-D RoPE, Qwen2-VL's, then continue their
+    # positions from the cache).
+    mask = prefix_inputs.get("attention_mask")
+    if mask is not None and not bool(mask.all()):
+        mask = torch.cat([mask.expand(num, -1), torch.ones_like(tokens)], dim=1)
+    else:
+        mask = None
+    out = model(input_ids=tokens, attention_mask=mask, cache=cache, use_cache=False)
+    logits = torch.cat([prefix.logits[:, -1:].expand(num, -1, -1), out.logits[:, :-1]], dim=1)
+    log_probs = logits.float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
+    return (log_probs * valid).sum(-1) / valid.sum(-1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Losses
 # ----------------------------------------------------------------------------------------------------------
@@ -895,31 +926,8 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         if not choice_ids or any(len(c) == 0 for c in choice_ids):
             raise ValueError("every answer choice needs at least one token")
         input_ids, attention_mask, pixel_values = self._prompt_inputs(input_ids, attention_mask, pixel_values)
-        prefix = self.llava(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            pixel_values=pixel_values,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        num, longest = len(choice_ids), max(len(c) for c in choice_ids)
-        device = input_ids.device
-        tokens = torch.full((num, longest), pad_token_id, dtype=torch.long, device=device)
-        valid = torch.zeros((num, longest), dtype=torch.bool, device=device)
-        for i, ids in enumerate(choice_ids):
-            tokens[i, : len(ids)] = torch.as_tensor(ids, device=device)
-            valid[i, : len(ids)] = True
-        cache = prefix.cache
-        cache.batch_repeat_interleave(num)
-        # Right padding after the prefix: real tokens never attend to the pads, which come after them. An
-        # unpadded prefix needs no mask at all (the causal mask covers it), which skips building one.
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            mask = torch.cat([attention_mask.expand(num, -1), torch.ones_like(tokens)], dim=1)
-        out = self.llava(input_ids=tokens, attention_mask=mask, cache=cache, use_cache=False)
-        logits = torch.cat([prefix.logits[:, -1:].expand(num, -1, -1), out.logits[:, :-1]], dim=1)
-        log_probs = logits.float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
-        return (log_probs * valid).sum(-1) / valid.sum(-1)
+        prefix = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
+        return shared_prefix_log_likelihoods(self.llava, prefix, choice_ids, pad_token_id)
 
     @torch.no_grad()
     def score_choices_full(self, input_ids, attention_mask, pixel_values, choice_ids):

@@ -15,6 +15,8 @@ import logging
 
 import torch
 
+from modeling_plum.modeling_plum import shared_prefix_log_likelihoods
+
 logger = logging.getLogger(__name__)
 
 
@@ -112,22 +114,7 @@ class ChatTemplateChoiceScorer:
         return scores
 
     def _shared_prefix_scores(self, prompt: dict, continuations: list[list[int]]) -> torch.Tensor:
-        prefix = self.model(**prompt, use_cache=True, logits_to_keep=1)
-        num, longest = len(continuations), max(len(c) for c in continuations)
-        device = prompt["input_ids"].device
-        tokens = torch.full((num, longest), self.pad_token_id, dtype=torch.long, device=device)
-        valid = torch.zeros((num, longest), dtype=torch.bool, device=device)
-        for i, ids in enumerate(continuations):
-            tokens[i, : len(ids)] = torch.as_tensor(ids, device=device)
-            valid[i, : len(ids)] = True
-        cache = prefix.cache
-        cache.batch_repeat_interleave(num)
-        # One unpadded prompt, choices right-padded: real tokens come before the pads and never attend to them, so
-        # the causal mask is all it takes (and models with 3-D RoPE, Qwen2-VL's, then continue their positions).
-        out = self.model(input_ids=tokens, cache=cache, use_cache=False)
-        logits = torch.cat([prefix.logits[:, -1:].expand(num, -1, -1), out.logits[:, :-1]], dim=1)
-        log_probs = logits.float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
-        return ((log_probs * valid).sum(-1) / valid.sum(-1)).cpu()
+        return shared_prefix_log_likelihoods(self.model, prompt, continuations, self.pad_token_id).cpu()
 
     @torch.no_grad()
     def full_forward_scores(self, image, turns, choices) -> torch.Tensor:
