@@ -123,9 +123,6 @@ def stage0(data_dir: Path, out: Path, steps: int, seed: int, text_rows: int) -> 
 
 def fine_tune(job: dict) -> dict:
     """One variant and seed: segmentation fine-tune from the stage-0 checkpoint, then its measurements."""
-    import torch
-
-    torch.set_num_threads(1)
     import datasets
 
     import train_accelerate as trainer
@@ -188,7 +185,12 @@ def fine_tune(job: dict) -> dict:
 
 
 def _worker(job):
+    # One thread per pool worker (they run side by side); set here, not in fine_tune, so that an in-process run
+    # (`--parallel 1`, the tests) leaves the caller's thread count alone.
     os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
     return fine_tune(job)
 
 
