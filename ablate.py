@@ -11,7 +11,7 @@ Variants (one switch each, PLUM's defaults otherwise): full PLUM; no feedback lo
 the span tagger; λ_KL = 0 and 1 (0.1 is full PLUM); Dice instead of Focal-Tversky. Two fine-tunes run at once, one
 thread each (the tiny model's small operations do not use a second thread).
 
-    python ablate.py                 # the full run: 3 seeds, about an hour on 2 cores
+    python ablate.py                 # the full run: 3 seeds, about 45 minutes on 2 cores
     python ablate.py --quick         # a few minutes: every variant, 1 seed, a handful of steps (the test suite)
 """
 
