@@ -261,6 +261,7 @@ def evaluate_model(model, processor, rows) -> dict:
     was_training = model.training
     model.eval()
     collator = Collator(processor)
+    scorer = PlumChoiceScorer(model, processor)
     per_row = []
     for row in tqdm(rows, desc="evaluating", leave=False):
         batch = collator([row])
@@ -273,7 +274,7 @@ def evaluate_model(model, processor, rows) -> dict:
                 (row["object_question"], row["object_answer_choices"][row["object_correct_index"]]),
                 turns[0],
             ]
-        _, chosen = choose(PlumChoiceScorer(model, processor), row["image"], turns, row["answer_choices"])
+        _, chosen = choose(scorer, row["image"], turns, row["answer_choices"])
         per_row.append((row["question_type"], prediction, list(row["masks"]), chosen, row["correct_index"]))
     model.train(was_training)
 

@@ -219,10 +219,10 @@ def _llava(text: LlamaConfig, vision: CLIPVisionConfig, image_token_index: int) 
     )
 
 
-def _llava_llama2(hidden_size: int, intermediate_size: int, num_layers: int, num_heads: int):
-    """LLaVA with a LLaMA-2 language model (vocabulary 32,000 + the `<image>` token 32000) and CLIP ViT-L/14-336."""
-    text = LlamaConfig(
-        vocab_size=32001,
+def _llama2_text(hidden_size: int, intermediate_size: int, num_layers: int, num_heads: int, vocab_size: int):
+    """A LLaMA-2 language model (multi-head attention, 4,096 positions) of the given size and vocabulary."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,
@@ -232,6 +232,11 @@ def _llava_llama2(hidden_size: int, intermediate_size: int, num_layers: int, num
         rms_norm_eps=1e-5,
         pad_token_id=0,
     )
+
+
+def _llava_llama2(hidden_size: int, intermediate_size: int, num_layers: int, num_heads: int):
+    """LLaVA with a LLaMA-2 language model (vocabulary 32,000 + the `<image>` token 32000) and CLIP ViT-L/14-336."""
+    text = _llama2_text(hidden_size, intermediate_size, num_layers, num_heads, vocab_size=32001)
     return {"llava_config": _llava(text, _clip_vit_l(336), image_token_index=32000), "sam_size": "vit_h"}
 
 
@@ -248,17 +253,7 @@ REFERENCE_IMAGE_TOKEN_INDEX = 32002
 def _plum_13b_reference():
     """The geometry of the reference PLUM checkpoints: `liuhaotian/llava-llama-2-13b-chat-lightning-preview`
     (LLaMA-2-13B, CLIP ViT-L/14 at 224 px, one linear projector) plus SAM ViT-H."""
-    text = LlamaConfig(
-        vocab_size=REFERENCE_VOCAB_SIZE,
-        hidden_size=5120,
-        intermediate_size=13824,
-        num_hidden_layers=40,
-        num_attention_heads=40,
-        num_key_value_heads=40,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        pad_token_id=0,
-    )
+    text = _llama2_text(5120, 13824, num_layers=40, num_heads=40, vocab_size=REFERENCE_VOCAB_SIZE)
     return {
         "llava_config": _llava(text, _clip_vit_l(224), image_token_index=REFERENCE_IMAGE_TOKEN_INDEX),
         "sam_size": "vit_h",

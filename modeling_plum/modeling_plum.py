@@ -456,6 +456,20 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             self._float_input(pixel_values, self.llava.model.vision_tower),
         )
 
+    def _span_logits(self, hidden_states, attention_mask):
+        """The span tagger's O / B / I logits `(batch, seq, 3)`; None for a model that marks its spans with LISA's
+        `[SEG]` tokens instead (`segmentation_query="seg_token"`)."""
+        if self.config.segmentation_query == "seg_token":
+            return None
+        return self.span_tagger(hidden_states, attention_mask)
+
+    def _predicted_tags(self, input_ids, span_logits):
+        """The B / I / O tags the model predicts per token `(batch, seq)`: the tagger's, or, without a tagger, every
+        `[SEG]` token as a one-token span."""
+        if span_logits is None:
+            return torch.where(input_ids == self.config.seg_token_index, TAG_B, IGNORE_INDEX)
+        return span_logits.argmax(-1)
+
     def sync_kl_teacher(self):
         """Copies the current language model into the frozen KL teacher (after loading pretrained weights)."""
         if self.kl_teacher is None:
@@ -679,13 +693,12 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                 logits=logits, labels=labels, vocab_size=config.text_config.vocab_size
             )
 
-        seg_tokens = config.segmentation_query == "seg_token"  # LISA's [SEG] tokens instead of the tagger
-        span_logits = None if seg_tokens else self.span_tagger(hidden, attention_mask)
+        span_logits = self._span_logits(hidden, attention_mask)
         span_loss = kl_loss = None
         if span_labels is not None:
             with_spans = ((span_labels == TAG_B) | (span_labels == TAG_I)).any(-1)  # only these are tagged
             targets = span_labels.masked_fill(~with_spans[:, None], IGNORE_INDEX)
-            if seg_tokens:
+            if span_logits is None:  # [SEG] tokens: no tagger to train
                 span_loss = None
             elif with_spans.any():
                 span_loss = F.cross_entropy(
@@ -710,12 +723,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                 kl_loss = hidden.new_zeros(()).float()
 
         if spans is None:
-            if span_labels is not None:
-                source = span_labels
-            elif seg_tokens:  # every [SEG] token is a one-token span
-                source = torch.where(input_ids == config.seg_token_index, TAG_B, IGNORE_INDEX)
-            else:
-                source = span_logits.argmax(-1)
+            source = span_labels if span_labels is not None else self._predicted_tags(input_ids, span_logits)
             if attention_mask is not None and span_labels is None:
                 source = source.masked_fill(attention_mask == 0, IGNORE_INDEX)
             spans = [bio_to_spans(row.tolist()) for row in source]
@@ -883,10 +891,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         if image_embeddings is None:
             image_embeddings = self.get_image_embeddings(sam_pixel_values)
         hidden = self._language_forward(sequences, full_mask, pixel_values).last_hidden_state
-        if self.config.segmentation_query == "seg_token":
-            tags = torch.where(sequences[0] == self.config.seg_token_index, TAG_B, IGNORE_INDEX).tolist()
-        else:
-            tags = self.span_tagger(hidden, full_mask)[0].argmax(-1).tolist()
+        tags = self._predicted_tags(sequences, self._span_logits(hidden, full_mask))[0].tolist()
         tags = [IGNORE_INDEX] * answer_start + tags[answer_start:]  # only the answer is segmented
         spans = bio_to_spans(tags)
         logits, _ = self.decode_masks_batch(

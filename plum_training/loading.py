@@ -3,6 +3,7 @@ gate, dtype and device placement, and a fingerprint of the weights."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import torch
@@ -11,11 +12,25 @@ DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, 
 TINY_PRESET = "tiny"
 
 
-def remote_code_error(path: str) -> ValueError:
-    return ValueError(
-        f"{path} holds its own model code (PLUM is a `trust_remote_code` model): read its .py files, then pass "
-        "--trust_remote_code to run them"
-    )
+@contextlib.contextmanager
+def remote_code_gate(path: str, trust_remote_code: bool):
+    """transformers' refusal to run `path`'s code without `trust_remote_code` becomes our message naming the flag."""
+    try:
+        yield
+    except ValueError as error:
+        if "trust_remote_code" in str(error) and not trust_remote_code:
+            raise ValueError(
+                f"{path} holds its own model code (PLUM is a `trust_remote_code` model): read its .py files, then "
+                "pass --trust_remote_code to run them"
+            ) from None
+        raise
+
+
+def _from_pretrained_kwargs(dtype, device_map: str | None) -> dict:
+    kwargs = {"dtype": DTYPES.get(dtype, dtype)}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return kwargs
 
 
 def load_model_and_processor(
@@ -39,16 +54,10 @@ def load_model_and_processor(
         return model, processor
     from transformers import AutoModel, AutoProcessor
 
-    kwargs = {"dtype": DTYPES.get(dtype, dtype), **overrides}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    try:
+    kwargs = {**_from_pretrained_kwargs(dtype, device_map), **overrides}
+    with remote_code_gate(name_or_path, trust_remote_code):
         model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
         processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except ValueError as error:
-        if "trust_remote_code" in str(error) and not trust_remote_code:
-            raise remote_code_error(name_or_path) from None
-        raise
     if model.config.segmentation_query == "seg_token":  # the processor writes the [SEG] tokens
         processor.seg_token = processor.tokenizer.convert_ids_to_tokens(model.config.seg_token_index)
     return model, processor
@@ -60,12 +69,8 @@ def model_kind(name_or_path: str, trust_remote_code: bool = False) -> str:
         return "plum"
     from transformers import AutoConfig
 
-    try:
+    with remote_code_gate(name_or_path, trust_remote_code):
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except ValueError as error:
-        if "trust_remote_code" in str(error) and not trust_remote_code:
-            raise remote_code_error(name_or_path) from None
-        raise
     return "plum" if config.model_type == "plum" else "image-text-to-text"
 
 
@@ -76,11 +81,8 @@ def load_image_text_to_text(
     chat template."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    kwargs = {"dtype": DTYPES.get(dtype, dtype)}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
     model = AutoModelForImageTextToText.from_pretrained(
-        name_or_path, trust_remote_code=trust_remote_code, **kwargs
+        name_or_path, trust_remote_code=trust_remote_code, **_from_pretrained_kwargs(dtype, device_map)
     )
     processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if not getattr(processor, "chat_template", None):
