@@ -220,3 +220,57 @@ def test_the_reference_releases_three_empty_policies():
         result = compute_giou([[empty, full]], [[empty, full]], empty_policy=policy)
         assert result["micro_giou"] == pytest.approx(expected), policy
         assert result["num_masks"] == (1 if policy == "skip" else 2)
+
+
+# ------------------------------------------------------------------------------------------- hostile inputs
+
+
+def dense_giou(predictions, references):
+    """The straightforward dense computation, paired in order: per-mask IoU, image means, cumulative I / U."""
+    ious, image_means, total_i, total_u = [], [], 0, 0
+    for image_predictions, image_references in zip(predictions, references):
+        image_ious = []
+        for p, r in zip(image_predictions, image_references):
+            i, u = int(np.logical_and(p, r).sum()), int(np.logical_or(p, r).sum())
+            image_ious.append(i / u if u else 1.0)
+            total_i, total_u = total_i + i, total_u + u
+        ious += image_ious
+        image_means.append(np.mean(image_ious))
+    return np.mean(ious), np.mean(image_means), total_i / total_u
+
+
+@pytest.mark.parametrize("as_rle", [False, True])
+def test_any_number_of_masks_on_one_image_is_exact(as_rle):
+    """pycocotools' `area` sizes its result as uint8: 256 masks or more on one image used to raise OverflowError."""
+    rng = np.random.default_rng(0)
+    references = [
+        [rng.random((12, 17)) > 0.6 for _ in range(300)],
+        [rng.random((5, 9)) > 0.5 for _ in range(3)],
+    ]
+    predictions = [[r ^ (rng.random(r.shape) > 0.8) for r in image] for image in references]
+    micro, macro, ciou = dense_giou(predictions, references)
+    convert = rle_str if as_rle else (lambda m: m)
+    result = compute_giou(
+        [[convert(m) for m in image] for image in predictions],
+        [[convert(m) for m in image] for image in references],
+    )
+    assert result["num_masks"] == 303 and result["num_images"] == 2
+    assert result["micro_giou"] == pytest.approx(micro, abs=1e-12)
+    assert result["macro_giou"] == pytest.approx(macro, abs=1e-12)
+    assert result["ciou"] == pytest.approx(ciou, abs=1e-12)
+    for matching in ("greedy", "hungarian", "union"):  # every matching gets through 300 masks
+        assert 0 <= compute_giou(predictions, references, matching=matching)["micro_giou"] <= 1
+    no_predictions = compute_giou([[], []], references)
+    assert no_predictions["micro_giou"] == 0 and no_predictions["num_masks"] == 303
+
+
+@pytest.mark.parametrize("size", [[8.7, 8.2], [8, 8.5], [True, 8], ["8", "8"], [float("nan"), 8]])
+def test_non_integer_rle_sizes_are_refused_naming_the_image(size):
+    mask = rle_str(np.ones((8, 8), dtype=bool))
+    with pytest.raises(
+        ValueError, match=r"image 1: reference 0 is a malformed RLE: 'size' must be \[height, width\]"
+    ):
+        compute_giou([[mask], [mask]], [[mask], [{**mask, "size": size}]])
+    assert (
+        compute_giou([[mask]], [[{**mask, "size": [8.0, 8.0]}]])["micro_giou"] == 1.0
+    )  # integral floats are sizes

@@ -20,6 +20,7 @@ logger = evaluate.logging.get_logger(__name__)
 
 MATCHINGS = ("paired", "greedy", "hungarian", "union")
 _CHECK_CHUNK = 1024  # RLEs validated per vectorised pass
+_AREA_CHUNK = 255  # pycocotools' `area` sizes a uint8 array by the number of RLEs: at most 255 per call
 EMPTY_POLICIES = ("one", "zero", "skip")  # the reference release's values
 EMPTY_SCORES = {"one": 1.0, "zero": 0.0}  # the IoU of an empty prediction against an empty reference
 
@@ -103,12 +104,11 @@ def to_rle(mask, image_index=0, role="mask"):
                 f"{where} is a malformed RLE: it needs 'size' and 'counts', got keys {sorted(mask)}"
             )
         size = mask["size"]
-        try:
-            height, width = (int(v) for v in size)
-        except (TypeError, ValueError):
+        if not _integral_pair(size):
             raise ValueError(
-                f"{where} is a malformed RLE: 'size' must be [height, width], got {size!r}"
-            ) from None
+                f"{where} is a malformed RLE: 'size' must be [height, width] as two integers, got {size!r}"
+            )
+        height, width = int(size[0]), int(size[1])
         if height <= 0 or width <= 0:
             raise ValueError(f"{where} is a malformed RLE: 'size' must be positive, got {size!r}")
         counts = mask["counts"]
@@ -152,6 +152,28 @@ def to_rle(mask, image_index=0, role="mask"):
     raise ValueError(
         f"{where} must be an RLE dict, a numpy array or a torch tensor, got {type(mask).__name__}"
     )
+
+
+def _integral_pair(size):
+    """Whether `size` is two integers (ints, numpy integers or integral floats such as 8.0; never 8.7 or True)."""
+    if not isinstance(size, (list, tuple, np.ndarray)) or len(size) != 2:
+        return False
+    for v in size:
+        if isinstance(v, (bool, np.bool_)):
+            return False
+        if isinstance(v, (int, np.integer)):
+            continue
+        if not isinstance(v, (float, np.floating)) or not float(v).is_integer():
+            return False
+    return True
+
+
+def _areas(rles):
+    """Foreground pixels of each RLE (float64), for any number of RLEs."""
+    if not rles:
+        return np.zeros(0, dtype=np.float64)
+    chunks = [mask_utils.area(rles[i : i + _AREA_CHUNK]) for i in range(0, len(rles), _AREA_CHUNK)]
+    return np.concatenate(chunks).astype(np.float64)
 
 
 def _decode_counts(buffer, string_lengths):
@@ -286,8 +308,8 @@ def _pairwise(predictions, references):
     """IoU, intersection and union for every (reference, prediction) pair, shape `(num_refs, num_preds)`."""
     ious = np.asarray(mask_utils.iou(predictions, references, [0] * len(references)), dtype=np.float64)
     ious = ious.reshape(len(predictions), len(references)).T
-    pred_area = mask_utils.area(predictions).astype(np.float64)
-    ref_area = mask_utils.area(references).astype(np.float64)
+    pred_area = _areas(predictions)
+    ref_area = _areas(references)
     total = ref_area[:, None] + pred_area[None, :]
     # IoU = I / (A + B - I)  =>  I = IoU (A + B) / (1 + IoU); exact after rounding, since I is an integer.
     intersection = np.rint(ious * total / (1.0 + ious))
@@ -379,7 +401,7 @@ def score_image(
         both_empty = (ref_area[:, None] == 0) & (pred_area[None, :] == 0)
         ious = np.where(both_empty, 1.0, ious)  # pycocotools says 0 for empty vs empty
     else:
-        ref_area = mask_utils.area(references).astype(np.float64)
+        ref_area = _areas(references)
         both_empty = np.zeros((len(references), 0), dtype=bool)
 
     if matching == "paired":
