@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .builder import SOURCES, Partonomy
@@ -14,11 +17,50 @@ from .hub_folder import built_configs, check_output_folder, push_to_hub, statist
 from .mutation import DEFAULT_EMBEDDING_MODEL
 
 DEFAULT_OUT = "partonomy"  # so that `load_dataset("partonomy", "core")` finds it from the working directory
+BUILD_DIR_PREFIX = "partonomy-build-"  # the temporary cache folder of a build, in the system's temp folder
+OWNER_FILE = "owner.pid"  # inside it: the pid of the build that owns it
+
+logger = logging.getLogger("partonomy_dataset")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or no pid at all: leave its folder alone
+    return True
+
+
+def remove_stale_build_dirs(temp_dir=None, started: float | None = None) -> list[Path]:
+    """Removes the temporary folders of builds that were killed (`kill -9` leaves no chance to clean up): those
+    `partonomy-build-*` folders in `temp_dir` (default: the system's) last changed before `started` (default: now)
+    whose owner, the pid in their `owner.pid`, is gone. A folder without an owner file, or whose owner still runs,
+    is left alone. Returns the folders removed."""
+    temp_dir = Path(temp_dir if temp_dir is not None else tempfile.gettempdir())
+    started = time.time() if started is None else started
+    removed = []
+    for folder in sorted(temp_dir.glob(BUILD_DIR_PREFIX + "*")):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_mtime >= started:
+                continue
+            pid = int((folder / OWNER_FILE).read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            continue
+        if pid <= 0 or pid == os.getpid() or _running(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+        logger.warning("removed %s, left by a build (pid %d) that was killed", folder, pid)
+    return removed
 
 
 def build(args) -> int:
     check_output_folder(args.out)  # before the build, not after it
-    with tempfile.TemporaryDirectory(prefix="partonomy-build-") as cache_dir:
+    remove_stale_build_dirs()
+    with tempfile.TemporaryDirectory(prefix=BUILD_DIR_PREFIX) as cache_dir:
+        (Path(cache_dir) / OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
         builder = Partonomy(
             config_name=args.config,
             source_dir=args.source_dir,

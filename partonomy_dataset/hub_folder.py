@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -63,22 +64,110 @@ def check_output_folder(folder):
         raise PermissionError(f"cannot write the dataset into --out {folder}: {error}") from None
 
 
+def _complete(config_dir: Path) -> bool:
+    """Whether a config folder holds a whole build: its report and every shard the report lists."""
+    try:
+        files = json.loads((config_dir / BUILD_INFO).read_text(encoding="utf-8"))["files"]
+        return all((config_dir / name).is_file() for names in files.values() for name in names)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _listed_by_card(folder: Path, config_name: str) -> bool:
+    """Whether the card lists every shard of the config's report (the card is what `load_dataset` reads)."""
+    try:
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        files = json.loads((folder / "data" / config_name / BUILD_INFO).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(f"data/{config_name}/{name}" in card for names in files.values() for name in names)
+
+
 def remove_stale_partials(folder) -> list[str]:
-    """Removes the temporary folders of builds that were killed before they could clean up (`.x.partial`,
-    `.x.old`), and names them in the log."""
-    removed = []
-    for stale in sorted(Path(folder).glob("data/.*")):
-        if stale.is_dir() and stale.name.endswith((".partial", ".old")):
+    """Cleans up after builds that were killed (`kill -9`) before they finished, and names what it did in the log:
+    a staging folder (`.x.partial`) is removed; the previous data of a config (`.x.old`, moved aside during the swap)
+    is removed only when the config has a complete replacement that the card lists, and otherwise restored in place
+    of whatever half-swapped folder is there (an `.old` that is itself incomplete holds nothing to restore)."""
+    folder = Path(folder)
+    data, handled = folder / "data", []
+    for stale in sorted(data.glob(".*.partial")):
+        if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
-            removed.append(stale.name)
+            handled.append(stale.name)
             logger.warning("removed %s, left by a build that did not finish", stale)
-    return removed
+    for old in sorted(data.glob(".*.old")):
+        match = re.fullmatch(r"\.(.+)\.[0-9a-f]+\.old", old.name)
+        if not old.is_dir() or match is None:
+            continue
+        target = data / match.group(1)
+        if (_complete(target) and _listed_by_card(folder, target.name)) or not _complete(old):
+            shutil.rmtree(old, ignore_errors=True)
+            logger.warning("removed %s, the data a finished or failed swap left behind", old)
+        else:
+            if target.exists():
+                half = data / f".{target.name}.{uuid.uuid4().hex}.partial"
+                target.replace(half)
+                shutil.rmtree(half, ignore_errors=True)
+            old.replace(target)
+            logger.warning("restored %s from %s: the build that replaced it did not finish", target, old.name)
+        handled.append(old.name)
+    return handled
+
+
+def _write_shards(staging: Path, config_name: str, dataset: datasets.DatasetDict, report: dict):
+    """The config's parquet shards (content-addressed names) and its build report, written into `staging`."""
+    split_stats, split_files = {}, {}
+    for split, split_data in dataset.items():
+        num_shards = max(1, -(-split_data.data.nbytes // MAX_SHARD_BYTES))
+        split_files[str(split)] = []
+        for index in range(num_shards):
+            shard = split_data.shard(num_shards, index, contiguous=True)
+            written = staging / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
+            shard.to_parquet(str(written))
+            # Content-addressed names, listed one by one in the card: `datasets` caches a local folder by its
+            # YAML (not by its files), so a rebuild under the same names would load the old cached copy.
+            digest = hashlib.sha256(written.read_bytes()).hexdigest()[:12]
+            named = written.with_name(f"{split}-{index:05d}-of-{num_shards:05d}-{digest}.parquet")
+            written.rename(named)
+            split_files[str(split)].append(named.name)
+        split_stats[str(split)] = statistics(split_data)
+    info = {
+        "config": config_name,
+        "statistics": split_stats,
+        "files": split_files,
+        "examples": _examples(dataset),
+        **report,
+    }
+    (staging / BUILD_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+
+def _swap_in(folder: Path, target: Path, staging: Path, card: str):
+    """Makes the staged config the one `load_dataset` reads: the old folder moved aside (`.old`), the staged one
+    moved in, the card that lists its shards written, the old folder removed, in that order. An error on the way puts
+    the old folder back; a kill leaves a state `remove_stale_partials` restores (the old data until the new card is in
+    place)."""
+    retired, moved = None, False
+    if target.exists():
+        retired = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        target.replace(retired)
+    try:
+        staging.replace(target)
+        moved = True
+        _atomic_write_text(folder / "README.md", card)
+    except BaseException:
+        if moved:
+            target.replace(staging)
+        if retired is not None:
+            retired.replace(target)
+        raise
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 def write_config(folder, config_name: str, dataset: datasets.DatasetDict, report: dict) -> Path:
-    """Writes one config's parquet shards (and its build report) into `folder/data/<config>/`, atomically:
-    everything goes to a temporary folder first, which replaces the old config only once complete. Temporary
-    folders of killed builds are removed first."""
+    """Writes one config's parquet shards (and its build report) into `folder/data/<config>/` and the card that lists
+    them, atomically: everything is staged and the card text made first (a failure there leaves the folder as it
+    was), then swapped in by `_swap_in`. What killed builds left is cleaned up (or restored) first."""
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
     remove_stale_partials(folder)
@@ -86,46 +175,12 @@ def write_config(folder, config_name: str, dataset: datasets.DatasetDict, report
     staging = folder / "data" / f".{config_name}.{uuid.uuid4().hex}.partial"
     staging.mkdir()
     try:
-        split_stats, split_files = {}, {}
-        for split, split_data in dataset.items():
-            num_shards = max(1, -(-split_data.data.nbytes // MAX_SHARD_BYTES))
-            split_files[str(split)] = []
-            for index in range(num_shards):
-                shard = split_data.shard(num_shards, index, contiguous=True)
-                written = staging / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
-                shard.to_parquet(str(written))
-                # Content-addressed names, listed one by one in the card: `datasets` caches a local folder by its
-                # YAML (not by its files), so a rebuild under the same names would load the old cached copy.
-                digest = hashlib.sha256(written.read_bytes()).hexdigest()[:12]
-                named = written.with_name(f"{split}-{index:05d}-of-{num_shards:05d}-{digest}.parquet")
-                written.rename(named)
-                split_files[str(split)].append(named.name)
-            split_stats[str(split)] = statistics(split_data)
-        examples = _examples(dataset)
-        (staging / BUILD_INFO).write_text(
-            json.dumps(
-                {
-                    "config": config_name,
-                    "statistics": split_stats,
-                    "files": split_files,
-                    "examples": examples,
-                    **report,
-                },
-                indent=1,
-            ),
-            encoding="utf-8",
-        )
-        if target.exists():
-            retired = folder / "data" / f".{config_name}.{uuid.uuid4().hex}.old"
-            target.replace(retired)
-            staging.replace(target)
-            shutil.rmtree(retired)
-        else:
-            staging.replace(target)
+        _write_shards(staging, config_name, dataset, report)
+        card = card_text(folder, staged={config_name: staging})
+        _swap_in(folder, target, staging, card)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    write_card(folder)
     return target
 
 
@@ -150,21 +205,25 @@ def _examples(dataset: datasets.DatasetDict) -> dict[str, dict]:
     return examples
 
 
-def built_configs(folder) -> dict[str, dict]:
-    """config name → its build report, for every config built into `folder`."""
-    configs = {}
-    for info in sorted(Path(folder).glob(f"data/*/{BUILD_INFO}")):
-        configs[info.parent.name] = json.loads(info.read_text(encoding="utf-8"))
-    return configs
+def built_configs(folder, staged: dict[str, Path] | None = None) -> dict[str, dict]:
+    """config name → its build report, for every config built into `folder`; `staged` (config → staging folder) stands
+    in for those configs' folders (the card of a build is made before the build is swapped in)."""
+    reports = {
+        info.parent.name: info
+        for info in Path(folder).glob(f"data/*/{BUILD_INFO}")
+        if not info.parent.name.startswith(".")  # staging and retired folders of builds in progress
+    }
+    reports.update({name: Path(path) / BUILD_INFO for name, path in (staged or {}).items()})
+    return {name: json.loads(reports[name].read_text(encoding="utf-8")) for name in sorted(reports)}
 
 
-def statistics_table(folder) -> str:
+def statistics_table(folder, staged: dict[str, Path] | None = None) -> str:
     """The statistics of every config and split, as a Markdown table."""
     lines = [
         "| config | split | " + " | ".join(STAT_COLUMNS) + " |",
         "|---|---|" + "---:|" * len(STAT_COLUMNS),
     ]
-    for name, info in built_configs(folder).items():
+    for name, info in built_configs(folder, staged).items():
         for split, stats in info["statistics"].items():
             lines.append(f"| {name} | {split} | " + " | ".join(f"{stats[c]:,}" for c in STAT_COLUMNS) + " |")
     return "\n".join(lines)
@@ -193,8 +252,9 @@ def _example_block(row: dict) -> str:
     return "\n".join(lines)
 
 
-def card_text(folder) -> str:
-    configs = built_configs(folder)
+def card_text(folder, staged: dict[str, Path] | None = None) -> str:
+    """The dataset card for every config built into `folder` (with `staged` standing in, see `built_configs`)."""
+    configs = built_configs(folder, staged)
     examples = {}
     for info in configs.values():
         for question_type, row in info.get("examples", {}).items():
@@ -286,7 +346,7 @@ part-whole question), `parts` (ground-truth part names), `masks` (COCO RLE `{{si
 
 ## Statistics
 
-{statistics_table(folder)}
+{statistics_table(folder, staged)}
 
 What each build skipped (counted, never silently):
 
