@@ -157,7 +157,7 @@ def image_record(instance: Instance) -> dict:
 def make_example(row: dict, instance: Instance) -> dict:
     example = {k: v for k, v in row.items() if k != "instance"}
     example.update(
-        id=f"{instance.source}-{instance.image_id}-{row['question_type']}",
+        id=row["id"],  # set by `_split_generators`, unique
         source=instance.source,
         released_question_type=None,
         image=image_record(instance),
@@ -221,8 +221,15 @@ class Partonomy(datasets.GeneratorBasedBuilder):
             split_of = {i.image_id: i.split for i in instances}
         else:
             split_of = split_images([i.image_id for i in instances], config.seed)
+        ids = released.unique_ids(
+            [
+                released.question_id(instances[r["instance"]].source, instances[r["instance"]].image_id, r)
+                for r in rows
+            ]
+        )
         by_split = {}
-        for row in rows:
+        for row, row_id in zip(rows, ids):
+            row["id"] = row_id
             by_split.setdefault(split_of[instances[row["instance"]].image_id], []).append(row)
         return [
             datasets.SplitGenerator(name=split, gen_kwargs={"rows": split_rows, "instances": instances})

@@ -16,18 +16,19 @@ vice versa: export → import gives identical rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import uuid
-from collections import Counter
 from pathlib import Path
 
-from PIL import Image
-
 from . import masks, templates
-from .instances import ReadStats
+from .instances import ReadStats, SkippedRecord, image_size, text_problem
+from .paths import resolve_inside
+from .sources import core
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,18 @@ OURS = ("id", "object", "object_category", "comparison_object", "bbox")  # extra
 IMAGE_DIR = "images"
 
 
-class BadRecord(ValueError):
-    """A released record that cannot become a row; counted and skipped in a build."""
+MALFORMED = "malformed question records"
+MISSING_IMAGE = "questions whose image is missing"
+UNMASKED = "correct parts without a mask (left out of `parts`)"
+EMPTY_MASK = "correct parts with an empty mask (left out of `parts`)"
+NO_MASK = "questions without a non-empty mask for any correct part"
+
+
+class BadRecord(SkippedRecord):
+    """A released record that cannot become a row; counted (as a malformed record) and skipped in a build."""
+
+    def __init__(self, message: str):
+        super().__init__(MALFORMED, message)
 
 
 def _correct_index(types, what: str) -> int:
@@ -70,18 +81,36 @@ def _correct_index(types, what: str) -> int:
     return types.index(CORRECT)
 
 
-def resolve_image(image_path: str, json_dir: Path) -> Path:
-    """The record's image: its path relative to the json's folder, else by its file name under `images/`, else the
-    path as given when it exists (absolute paths are often the authors' own machines)."""
-    path = Path(image_path)
-    for candidate in (json_dir / path, json_dir / IMAGE_DIR / path.name, path):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"image {image_path!r} is neither under {json_dir} nor in {json_dir / IMAGE_DIR}")
+def _text(value, what: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    problem = text_problem(value, what)
+    if problem:
+        raise BadRecord(problem)
+    return value
+
+
+def _texts(values, what: str) -> list[str]:
+    if not isinstance(values, list):
+        raise BadRecord(f"{what} must be a list, got {type(values).__name__}")
+    return [_text(value, f"{what}[{i}]") for i, value in enumerate(values)]
+
+
+def resolve_image(image_path, json_dir: Path) -> Path:
+    """The record's image, inside the json's folder (`paths.resolve_inside`): its path relative to that folder, else
+    by its file name under `images/` (absolute paths are often the authors' own machines). `SkippedRecord` for a path
+    that leaves the folder (`..`, an absolute path elsewhere, a symlink out), `FileNotFoundError` for a missing one."""
+    try:
+        return resolve_inside(json_dir, image_path, (IMAGE_DIR,))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"image {image_path!r} is neither under {json_dir} nor in {json_dir / IMAGE_DIR}"
+        ) from None
 
 
 def _segmentation_rle(annotation, height: int, width: int, what: str) -> dict:
-    """One entry of `segmentations[part]`: a COCO RLE (compressed or not), `{"segmentation": rle}`, or a polygon."""
+    """One entry of `segmentations[part]`: a COCO RLE (compressed or not), `{"segmentation": rle}`, or a polygon
+    (checked by `masks.checked_polygons` before pycocotools sees it)."""
     if isinstance(annotation, dict) and "segmentation" in annotation:
         annotation = annotation["segmentation"]
     if not isinstance(annotation, dict):
@@ -89,15 +118,52 @@ def _segmentation_rle(annotation, height: int, width: int, what: str) -> dict:
             f"{what}: a segmentation must be an RLE or polygon dict, got {type(annotation).__name__}"
         )
     if "polygon" in annotation:
-        return masks.from_polygons(annotation["polygon"], height, width)
+        polygons, problems = masks.checked_polygons(annotation["polygon"], height, width)
+        if problems or not polygons:
+            raise BadRecord(f"{what}: {problems[0] if problems else 'no polygon'}")
+        return masks.from_polygons(polygons, height, width)
     if isinstance(annotation.get("counts"), list):
-        return masks.from_uncompressed(annotation)
+        return masks.from_uncompressed(annotation, what)
     return masks.validate(annotation, what)
 
 
-def _split_label(image_label: str, object_names: dict) -> tuple[str, str]:
+def _part_masks(segmentations, correct_parts: list[str], height: int, width: int):
+    """(parts, their masks, [(part, reason) left out]) for the correct answer's parts: each the union of its RLEs."""
+    if segmentations is None:
+        segmentations = {}
+    if not isinstance(segmentations, dict):
+        raise BadRecord(f"segmentations must map part names to masks, got a {type(segmentations).__name__}")
+    parts, part_masks, left_out = [], [], []
+    for part in correct_parts:
+        annotations = segmentations.get(part)
+        if not annotations:
+            left_out.append((part, UNMASKED))
+            continue
+        if not isinstance(annotations, list):
+            raise BadRecord(
+                f"part {part!r}: its segmentations must be a list, got {type(annotations).__name__}"
+            )
+        rles = [_segmentation_rle(a, height, width, f"part {part!r}") for a in annotations]
+        for rle in rles:
+            if list(rle["size"]) != [height, width]:
+                raise BadRecord(
+                    f"part {part!r}: mask size {rle['size'][0]}x{rle['size'][1]} differs from the image's "
+                    f"{height}x{width}"
+                )
+        mask = masks.union(rles)
+        if masks.area(mask) == 0:
+            left_out.append((part, EMPTY_MASK))
+            continue
+        parts.append(part)
+        part_masks.append(mask)
+    if not parts:
+        raise SkippedRecord(NO_MASK, f"none of the correct answer's parts has a non-empty mask: {left_out}")
+    return parts, part_masks, left_out
+
+
+def _split_label(image_label, object_names: dict) -> tuple[str, str]:
     """(object, category) from a release's `image_label` (`category--object`, as PARTONOMY-Core's concept folders)."""
-    label = (image_label or "").strip()
+    label = (_text(image_label, "image_label", optional=True) or "").strip()
     if "--" not in label:
         return label.replace("_", " "), "object"
     category, obj = label.split("--", 1)
@@ -116,9 +182,31 @@ def _comparison_object(question_type: str, question: str) -> str | None:
     return match.group(1) if match else None
 
 
-def record_to_row(record: dict, source: str, json_dir: Path, object_names: dict) -> dict:
-    """One released record → one dataset row (see `builder.FEATURES`); `BadRecord` / `FileNotFoundError` /
-    `ValueError` name what is wrong."""
+def _object_turn(record: dict, released_type: str, obj: str) -> tuple[str, list[str], int, str]:
+    """(object question, object choices, correct object index, object) of a part-whole record."""
+    object_question = _text(record.get("object_question"), "object_question", optional=True)
+    object_choices = _texts(record.get("object_answer_choices") or [], "object_answer_choices")
+    if not object_question or not object_choices:
+        raise BadRecord(f"a {released_type} question needs object_question and object_answer_choices")
+    types = record.get("object_answer_types")
+    object_correct = _correct_index(types, "object_answer_types")
+    if len(types) != len(object_choices):
+        raise BadRecord(
+            f"object_answer_types has {len(types)} entries for {len(object_choices)} object_answer_choices"
+        )
+    classes = record.get("object_answer_classes")
+    if classes:
+        classes = _texts(classes, "object_answer_classes")
+        if object_correct >= len(classes):
+            raise BadRecord(
+                f"object_answer_classes has {len(classes)} entries; the correct object is choice {object_correct}"
+            )
+        obj = classes[object_correct]
+    return object_question, object_choices, object_correct, obj
+
+
+def _answers(record: dict) -> tuple[str, str, list[str], list[list[str]], int]:
+    """(our type, released type, answer choices, their parts, correct index) of a record, checked."""
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise BadRecord(f"missing {missing}")
@@ -127,108 +215,147 @@ def record_to_row(record: dict, source: str, json_dir: Path, object_names: dict)
         raise BadRecord(
             f"unknown question_type {released_type!r}; expected one of {sorted(RELEASED_TO_OURS)}"
         )
-    question_type = RELEASED_TO_OURS[released_type]
-    choices, parts_of_choices = record["answer_choices"], record["answer_parts"]
-    if not (len(choices) == len(parts_of_choices) == len(record["answer_types"]) and choices):
+    choices = _texts(record["answer_choices"], "answer_choices")
+    parts_of_choices = record["answer_parts"]
+    if not isinstance(parts_of_choices, list):
+        raise BadRecord(f"answer_parts must be a list, got {type(parts_of_choices).__name__}")
+    parts_of_choices = [_texts(p, f"answer_parts[{i}]") for i, p in enumerate(parts_of_choices)]
+    types = record["answer_types"]
+    if not (isinstance(types, list) and len(choices) == len(parts_of_choices) == len(types) and choices):
         raise BadRecord("answer_choices, answer_parts and answer_types differ in length")
-    correct = _correct_index(record["answer_types"], "answer_types")
+    correct = _correct_index(types, "answer_types")
+    return RELEASED_TO_OURS[released_type], released_type, choices, parts_of_choices, correct
+
+
+def _bbox(value) -> list[float] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 4
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+        )
+    ):
+        raise BadRecord(f"bbox must be [x, y, width, height] as four finite numbers, got {value!r}")
+    return [float(v) for v in value]
+
+
+def record_to_row(record: dict, source: str, json_dir: Path, object_names: dict, image_sizes=None) -> dict:
+    """One released record → one dataset row (see `builder.FEATURES`); `SkippedRecord` (`BadRecord` for a malformed
+    record) / `FileNotFoundError` name what is wrong. `image_sizes` caches `image_size` by path across records."""
+    question_type, released_type, choices, parts_of_choices, correct = _answers(record)
     image_file = resolve_image(record["image_path"], json_dir)
-    with Image.open(image_file) as image:
-        width, height = image.size
-    segmentations = record.get("segmentations") or {}
-    parts, part_masks, unmasked = [], [], []
-    for part in parts_of_choices[correct]:
-        annotations = segmentations.get(part)
-        if not annotations:
-            unmasked.append(part)
-            continue
-        rles = [_segmentation_rle(a, height, width, f"part {part!r}") for a in annotations]
-        for rle in rles:
-            if list(rle["size"]) != [height, width]:
-                raise BadRecord(
-                    f"part {part!r}: mask size {rle['size'][0]}x{rle['size'][1]} differs from the image's {height}x{width}"
-                )
-        parts.append(part)
-        part_masks.append(masks.union(rles))
-    if not parts:
-        raise BadRecord("none of the correct answer's parts has a mask")
+    image_sizes = image_sizes if image_sizes is not None else {}
+    if image_file not in image_sizes:
+        image_sizes[image_file] = image_size(image_file)
+    width, height = image_sizes[image_file]
+    parts, part_masks, left_out = _part_masks(
+        record.get("segmentations"), parts_of_choices[correct], height, width
+    )
     obj, category = _split_label(record.get("image_label"), object_names)
     object_question, object_choices, object_correct = None, [], -1
     if question_type in templates.PART_WHOLE_TYPES:
-        object_question = record.get("object_question")
-        object_choices = record.get("object_answer_choices") or []
-        if not object_question or not object_choices:
-            raise BadRecord(f"a {released_type} question needs object_question and object_answer_choices")
-        object_correct = _correct_index(record.get("object_answer_types"), "object_answer_types")
-        classes = record.get("object_answer_classes")
-        if classes:
-            obj = classes[object_correct]
+        object_question, object_choices, object_correct, obj = _object_turn(record, released_type, obj)
+    question = _text(record["question"], "question")
     return {
-        "id": record.get("id"),
+        "id": _text(record.get("id"), "id", optional=True),
         "source": source,
         "image_file": str(image_file),
         "image_id": image_file.stem,
         "width": width,
         "height": height,
-        "object": record.get("object") or obj,
-        "object_category": record.get("object_category") or category,
+        "object": _text(record.get("object") or obj, "object"),
+        "object_category": _text(record.get("object_category") or category, "object_category"),
         "question_type": question_type,
         "released_question_type": released_type,
-        "question": record["question"],
-        "answer_choices": list(choices),
-        "answer_parts": [list(p) for p in parts_of_choices],
+        "question": question,
+        "answer_choices": choices,
+        "answer_parts": parts_of_choices,
         "correct_index": correct,
-        "comparison_object": record.get("comparison_object")
-        or _comparison_object(question_type, record["question"]),
+        "comparison_object": _text(
+            record.get("comparison_object") or _comparison_object(question_type, question),
+            "comparison_object",
+            optional=True,
+        ),
         "object_question": object_question,
-        "object_answer_choices": list(object_choices),
+        "object_answer_choices": object_choices,
         "object_correct_index": object_correct,
         "parts": parts,
         "masks": part_masks,
-        "bbox": record.get("bbox"),
-        "_unmasked_parts": unmasked,
+        "bbox": _bbox(record.get("bbox")),
+        "_left_out_parts": left_out,
     }
 
 
-def read_qa_file(path, source: str, stats: ReadStats | None = None, object_names_file=None) -> list[dict]:
-    """The rows of one released question file. A bad record (missing field, unknown type, missing image, malformed
-    or mis-sized mask) is counted in `stats`, logged with its index and skipped; a file that cannot be read at all
-    is an error naming it. Rows without an `id` get `{source}-{image}-{type}`; a repeated id gets `-2`, `-3` ..."""
-    path = Path(path)
-    stats = stats if stats is not None else ReadStats()
+def question_id(source: str, image_id: str, row: dict) -> str:
+    """A question's id when its source gives none: `{source}-{image}-{type}` (one question per type per image)."""
+    return f"{source}-{image_id}-{row['question_type']}"
+
+
+def unique_ids(ids: list[str]) -> list[str]:
+    """`ids` made unique, deterministically: an id keeps its value the first time it occurs, and a repeat becomes
+    `{id}-{n}` with the smallest n >= 2 that no other id has or got (`q, q, q-2` → `q, q-3, q-2`)."""
+    taken, seen, next_suffix, unique = set(ids), set(), {}, []
+    for value in ids:
+        if value in seen:
+            n = next_suffix.get(value, 2)
+            while f"{value}-{n}" in taken:
+                n += 1
+            next_suffix[value] = n + 1
+            value = f"{value}-{n}"
+            taken.add(value)
+        seen.add(value)
+        unique.append(value)
+    return unique
+
+
+def _read_records(path: Path) -> list:
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"question file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ValueError(f"corrupt json in {path}: {error}") from None
     if not isinstance(records, list):
         raise ValueError(f"{path} is not a list of question records")
-    names_path = Path(object_names_file) if object_names_file else path.parent / "object_names.json"
-    object_names = {}
-    if names_path.is_file():
-        object_names = {k.lower(): v for k, v in json.loads(names_path.read_text(encoding="utf-8")).items()}
+    return records
+
+
+def read_qa_file(path, source: str, stats: ReadStats | None = None, object_names_file=None) -> list[dict]:
+    """The rows of one released question file. A bad record (missing or mistyped field, unknown type, missing image or
+    one outside the json's folder or unusable, malformed or mis-sized mask) is counted in `stats` by reason, listed
+    with its index and id, and skipped; a file that cannot be read at all is an error naming it. Rows without an
+    `id` get `{source}-{image}-{type}`; ids are then made unique (`unique_ids`)."""
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    records = _read_records(path)
+    names_path = Path(object_names_file) if object_names_file else path.parent / core.OBJECT_NAMES_FILE
+    object_names = core.read_object_names(names_path, stats)
     stats.files += 1
-    rows, seen = [], Counter()
+    rows, image_sizes = [], {}
     for index, record in enumerate(records):
+        where = f"{path} record {index}"
         try:
             if not isinstance(record, dict):
                 raise BadRecord(f"a record must be an object, got {type(record).__name__}")
-            row = record_to_row(record, source, path.parent, object_names)
+            where += f" (id {record['id']!r})" if "id" in record else ""
+            row = record_to_row(record, source, path.parent, object_names, image_sizes)
         except FileNotFoundError as error:
-            stats.skipped["questions whose image is missing"] += 1
-            logger.warning("%s record %d: %s", path, index, error)
+            stats.skip(MISSING_IMAGE, where, error)
             continue
-        except (BadRecord, ValueError, KeyError, TypeError, OSError) as error:
-            stats.skipped["malformed question records"] += 1
-            stats.bad(f"{path} record {index}", error)
+        except SkippedRecord as error:
+            stats.skip(error.reason, where, error)
             continue
-        if row.pop("_unmasked_parts"):
-            stats.skipped["correct parts without a mask (left out of `parts`)"] += 1
-        base = row["id"] or f"{source}-{row['image_id']}-{row['question_type']}"
-        seen[base] += 1
-        row["id"] = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            stats.skip(MALFORMED, where, error)
+            continue
+        for _, reason in row.pop("_left_out_parts"):
+            stats.skipped[reason] += 1
         rows.append(row)
+    ids = unique_ids([row["id"] or question_id(source, row["image_id"], row) for row in rows])
+    for row, row_id in zip(rows, ids):
+        row["id"] = row_id
     stats.log(f"{source} questions from {path.name}")
     return rows
 
@@ -302,23 +429,36 @@ def row_to_record(row: dict, image_path: str, reference_fields_only: bool = Fals
     return record
 
 
+def _export_name(row: dict, digests: dict[str, str]) -> str:
+    """The file name of a row's image under `images/`: its stored name (a bare file name; the image id's when it has
+    none), unless another image with other bytes already took that name: then `{stem}-{hash}{suffix}`."""
+    name = Path(row["image"]["path"] or "").name
+    if not name or name.startswith("."):
+        name = f"{Path(str(row['image_id'])).name or 'image'}.png"
+    digest = hashlib.sha256(row["image"]["bytes"]).hexdigest()
+    if digests.get(name, digest) != digest:
+        path = Path(name)
+        name = f"{path.stem}-{digest[:12]}{path.suffix}"
+    digests[name] = digest
+    return name
+
+
 def export_qa(dataset, out, reference_fields_only: bool = False) -> Path:
     """Writes a dataset split (with `image` not decoded: `{"bytes", "path"}`) as a released-format question file,
-    its images under `images/` beside it (each written once, its bytes unchanged). Atomic: a temporary file renamed
-    when complete."""
+    its images under `images/` beside it (each written once, its bytes unchanged; two different images of one name get
+    distinct names, see `_export_name`). Atomic: a temporary file renamed when complete."""
     out = Path(out)
     image_dir = out.parent / IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
-    records, written = [], set()
+    records, digests, written = [], {}, set()
     for row in dataset:
-        name = Path(row["image"]["path"] or f"{row['image_id']}.png").name
-        if name not in written:
-            target = image_dir / name
-            if not target.exists() or target.read_bytes() != row["image"]["bytes"]:
-                tmp = target.with_name(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-                tmp.write_bytes(row["image"]["bytes"])
-                os.replace(tmp, target)
-            written.add(name)
+        name = _export_name(row, digests)
+        target = image_dir / name
+        if name not in written and (not target.exists() or target.read_bytes() != row["image"]["bytes"]):
+            tmp = target.with_name(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_bytes(row["image"]["bytes"])
+            os.replace(tmp, target)
+        written.add(name)
         records.append(row_to_record(row, f"{IMAGE_DIR}/{name}", reference_fields_only))
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(records), encoding="utf-8")

@@ -11,8 +11,16 @@ from collections import defaultdict
 from pathlib import Path
 
 from .. import masks
-from ..instances import Instance, ReadStats, check_mask_size, image_size, select_instances
-from .coco_json import load_json
+from ..instances import (
+    Instance,
+    ReadStats,
+    SkippedRecord,
+    check_mask_size,
+    image_size,
+    select_instances,
+    text_problem,
+)
+from .coco_json import find_image, load_json
 
 SOURCE = "core"
 PART_SEPARATOR = "--part:"
@@ -27,6 +35,32 @@ def parse_concept(folder_name: str) -> tuple[str, str, str | None]:
         raise ValueError(f"concept folder {folder_name!r} is not named category--object[--part:part]")
     category = object_key.split("--", 1)[0]
     return object_key, category, (part.replace("_", " ").strip() or None) if part else None
+
+
+def read_object_names(path, stats: ReadStats) -> dict[str, str]:
+    """`object_names.json` (`{"category--object": "natural-language name"}`) with its keys lower-cased; `{}` when
+    there is none. A file that is not such a mapping is reported in `stats` and ignored (the folder names are used);
+    an entry whose key or name is not a usable string is counted and left out."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    reason = "object_names.json files that are not a name mapping (ignored)"
+    try:
+        names = load_json(path)
+    except ValueError as error:
+        stats.skip(reason, path, error)
+        return {}
+    if not isinstance(names, dict):
+        stats.skip(reason, path, f"must map category--object to a name, got a {type(names).__name__}")
+        return {}
+    usable = {
+        key.lower(): name
+        for key, name in names.items()
+        if text_problem(key, "key") is None and text_problem(name, "name") is None
+    }
+    if len(usable) < len(names):
+        stats.skipped["object names that are not strings (ignored)"] += len(names) - len(usable)
+    return usable
 
 
 def _masks_dir(source_dir: Path) -> Path:
@@ -47,7 +81,7 @@ def read_dir(source_dir, stats: ReadStats | None = None, object_names_file=None)
             f"no PARTONOMY-Core concept folders (category--object[--part:part]) under {source_dir}"
         )
     names_path = Path(object_names_file) if object_names_file else source_dir / OBJECT_NAMES_FILE
-    object_names = {k.lower(): v for k, v in load_json(names_path).items()} if names_path.exists() else {}
+    object_names = read_object_names(names_path, stats)
 
     records = defaultdict(lambda: {"parts": defaultdict(list), "object": [], "key": None})
     for folder in folders:
@@ -57,12 +91,13 @@ def read_dir(source_dir, stats: ReadStats | None = None, object_names_file=None)
             try:
                 data = load_json(json_path)
                 rle = masks.validate({"size": data["size"], "counts": data["counts"]}, str(json_path))
-                image_path = Path(data["image_path"])
+                image_path = find_image(source_dir, data["image_path"])
+            except SkippedRecord as error:
+                stats.skip(error.reason, json_path, error)
+                continue
             except (OSError, ValueError, KeyError, TypeError) as error:
                 stats.bad(json_path, error)
                 continue
-            if not image_path.is_absolute():
-                image_path = source_dir / image_path
             record = records[str(image_path)]
             if record["key"] not in (None, object_key):
                 stats.bad(json_path, f"image {image_path} already belongs to {record['key']}")
@@ -83,6 +118,9 @@ def read_dir(source_dir, stats: ReadStats | None = None, object_names_file=None)
             part_masks = {name: masks.union(rles) for name, rles in sorted(record["parts"].items())}
             for name, rle in part_masks.items():
                 check_mask_size(rle, width, height, f"{image_path} part {name}")
+        except SkippedRecord as error:
+            stats.skip(error.reason, image_path, error)
+            continue
         except (OSError, ValueError) as error:
             stats.bad(image_path, error)
             continue
@@ -102,4 +140,4 @@ def read_dir(source_dir, stats: ReadStats | None = None, object_names_file=None)
             )
         )
     stats.log(SOURCE)
-    return select_instances(instances)
+    return select_instances(instances, stats)

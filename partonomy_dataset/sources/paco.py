@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from .. import masks
 from ..instances import Instance, ReadStats
-from .coco_json import find_image, load_coco, read_json_dir
+from .coco_json import load_coco, read_json_dir, record_id
 
 SOURCE = "paco"
 DEFAULT_CATEGORY = "common object"
@@ -24,34 +24,40 @@ def clean_name(name: str) -> str:
 
 
 def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> list[Instance]:
-    """All object instances with at least one part in one PACO annotation file (before selection)."""
-    stats = stats if stats is not None else ReadStats()
+    """All object instances with at least one part in one PACO annotation file (before selection). A bad record is
+    counted in `stats` and skipped; without `stats`, it is an error naming it."""
+    stats = stats if stats is not None else ReadStats(strict=True)
     coco = load_coco(json_path, source_dir, stats)
 
     objects, parts = {}, defaultdict(lambda: defaultdict(list))
-    for ann, _, category, rle in coco.masked_annotations(stats):
+    for ann, image, category, rle in coco.masked_annotations(stats):
         if ":" in category["name"]:
-            if "obj_ann_id" not in ann:
+            if record_id(ann.get("obj_ann_id")) is None:
                 stats.skipped["part annotations without obj_ann_id"] += 1
                 continue
             part = clean_name(category["name"].split(":", 1)[1])
             parts[ann["obj_ann_id"]][part].append(rle)
+        elif record_id(ann.get("id")) is None:
+            stats.skip(
+                "object annotations without an int or string id",
+                f"{json_path} image {image['id']!r}",
+                f"an object annotation's id is {ann.get('id')!r}",
+            )
         else:
-            objects[ann["id"]] = (ann, category, rle)
+            objects[ann["id"]] = (image, category, rle)
 
     instances = []
-    for ann_id, (ann, category, object_rle) in objects.items():
+    for ann_id, (image, category, object_rle) in objects.items():
         if ann_id not in parts:
             stats.skipped["objects without parts"] += 1
             continue
-        image = coco.images[ann["image_id"]]
         instances.append(
             Instance(
                 source=SOURCE,
                 image_id=str(image["id"]),
-                image_path=str(find_image(coco.source_dir, image["file_name"])),
-                width=int(image["width"]),
-                height=int(image["height"]),
+                image_path=image["path"],
+                width=image["width"],
+                height=image["height"],
                 object=clean_name(category["name"]),
                 category=clean_name(category.get("supercategory") or DEFAULT_CATEGORY),
                 parts={name: masks.union(rles) for name, rles in sorted(parts[ann_id].items())},

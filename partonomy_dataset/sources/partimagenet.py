@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from .. import masks
 from ..instances import Instance, ReadStats
-from .coco_json import find_image, load_coco, read_json_dir
+from .coco_json import load_coco, read_json_dir
 
 SOURCE = "partimagenet"
 TYPOS = {"tier": "tire"}
@@ -31,7 +31,7 @@ CATEGORIES = {
 
 def part_name(category: dict) -> tuple[str, str]:
     """(object, part) of a PartImageNet category: supercategory "Quadruped", name "Head" → (quadruped, head)."""
-    supercategory = category.get("supercategory", "").strip().lower()
+    supercategory = (category.get("supercategory") or "").strip().lower()
     name = category["name"].strip().lower()
     if supercategory and name.startswith(supercategory + " "):  # names written as "Quadruped Head"
         name = name[len(supercategory) + 1 :]
@@ -42,7 +42,9 @@ def part_name(category: dict) -> tuple[str, str]:
 
 
 def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> list[Instance]:
-    stats = stats if stats is not None else ReadStats()
+    """The instances of one PartImageNet json (before selection). A bad record is counted in `stats` and skipped;
+    without `stats`, it is an error naming it."""
+    stats = stats if stats is not None else ReadStats(strict=True)
     coco = load_coco(json_path, source_dir, stats)
     grouped = defaultdict(lambda: defaultdict(list))  # (image, object) → part → rles
     for ann, _, category, rle in coco.masked_annotations(stats):
@@ -56,9 +58,9 @@ def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> lis
             Instance(
                 source=SOURCE,
                 image_id=str(image_id),
-                image_path=str(find_image(coco.source_dir, image["file_name"])),
-                width=int(image["width"]),
-                height=int(image["height"]),
+                image_path=image["path"],
+                width=image["width"],
+                height=image["height"],
                 object=obj,
                 category=CATEGORIES.get(obj, "object"),
                 parts=part_masks,

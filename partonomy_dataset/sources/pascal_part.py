@@ -21,8 +21,9 @@ import numpy as np
 import scipy.io
 
 from .. import masks
-from ..instances import Instance, ReadStats, check_mask_size, image_size, select_instances
-from .coco_json import find_image, image_shape, keep_readable_instances, load_coco
+from ..instances import Instance, ReadStats, SkippedRecord, check_mask_size, image_size, select_instances
+from ..paths import resolve_inside
+from .coco_json import keep_readable_instances, load_coco
 
 SOURCE = "pascal_part"
 VLPART_SPLITS = {"train.json": "train", "val.json": "validation"}  # VLPart's file → our split
@@ -154,11 +155,14 @@ def read_file(mat_path, image_path, stats: ReadStats | None = None) -> list[Inst
 
 
 def _image_for(mat_path: Path, source_dir: Path) -> Path:
+    """The image of a `.mat` file: beside it, or in the `JPEGImages/` of the source folder or of its parent (VOC's
+    layout), resolved inside the folder it is found in (`SkippedRecord` for a symlink out of it)."""
     for folder in (mat_path.parent, source_dir / "JPEGImages", source_dir.parent / "JPEGImages"):
         for suffix in (".jpg", ".jpeg", ".png"):
-            candidate = folder / (mat_path.stem + suffix)
-            if candidate.exists():
-                return candidate
+            try:
+                return resolve_inside(folder, mat_path.stem + suffix)
+            except FileNotFoundError:
+                continue
     return mat_path.with_suffix(".jpg")  # image_size() then names the missing file
 
 
@@ -171,8 +175,9 @@ def _class_of(category_name: str) -> str | None:
 def read_vlpart_json(
     json_path, source_dir, split: str | None, stats: ReadStats | None = None
 ) -> list[Instance]:
-    """The instances of one VLPart json: per image and object class, each part the union of its annotations."""
-    stats = stats if stats is not None else ReadStats()
+    """The instances of one VLPart json: per image and object class, each part the union of its annotations. A bad
+    record is counted in `stats` and skipped; without `stats`, it is an error naming it."""
+    stats = stats if stats is not None else ReadStats(strict=True)
     coco = load_coco(json_path, source_dir, stats)
     grouped = defaultdict(lambda: defaultdict(list))  # (image id, class) → part → rles
     for _, image, category, rle in coco.masked_annotations(stats):
@@ -186,14 +191,13 @@ def read_vlpart_json(
         image = coco.images[image_id]
         part_masks = {name: masks.union(rles) for name, rles in sorted(parts.items())}
         label, category = OBJECTS[object_class]
-        height, width = image_shape(image, str(json_path))
         instances.append(
             Instance(
                 source=SOURCE,
                 image_id=Path(image["file_name"]).stem,
-                image_path=str(find_image(coco.source_dir, image["file_name"])),
-                width=width,
-                height=height,
+                image_path=image["path"],
+                width=image["width"],
+                height=image["height"],
                 object=label,
                 category=category,
                 parts=part_masks,
@@ -237,13 +241,15 @@ def read_dir(source_dir, stats: ReadStats | None = None) -> list[Instance]:
                 stats.bad(json_path, error)
         present = keep_readable_instances(candidates, stats)
         stats.log(SOURCE)
-        return select_instances(present)
+        return select_instances(present, stats)
     candidates = []
     for mat_path in mat_files:
         stats.files += 1
         try:
             candidates.extend(read_file(mat_path, _image_for(mat_path, source_dir), stats))
+        except SkippedRecord as error:
+            stats.skip(error.reason, mat_path, error)
         except (OSError, ValueError) as error:
             stats.bad(mat_path, error)
     stats.log(SOURCE)
-    return select_instances(candidates)
+    return select_instances(candidates, stats)
