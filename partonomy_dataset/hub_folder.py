@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import uuid
@@ -18,6 +19,9 @@ from . import templates
 logger = logging.getLogger(__name__)
 
 BUILD_INFO = "partonomy_build.json"
+RETIRED = re.compile(
+    r"\.(.+)\.[0-9a-f]+\.old"
+)  # `.<config>.<hex>.old`: a config moved aside by an older build
 MAX_SHARD_BYTES = 500 * 1024 * 1024
 STAT_COLUMNS = (
     "# Object Labels",
@@ -44,10 +48,14 @@ def statistics(dataset: datasets.Dataset) -> dict[str, int]:
     return dict(zip(STAT_COLUMNS, values))
 
 
-def _atomic_write_text(path: Path, text: str):
+def _atomic_write_bytes(path: Path, data: bytes):
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def _atomic_write_text(path: Path, text: str):
+    _atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def check_output_folder(folder):
@@ -64,54 +72,85 @@ def check_output_folder(folder):
         raise PermissionError(f"cannot write the dataset into --out {folder}: {error}") from None
 
 
-def _complete(config_dir: Path) -> bool:
-    """Whether a config folder holds a whole build: its report and every shard the report lists."""
+def _report_files(config_dir: Path) -> set[str] | None:
+    """The shard names a config folder's report lists when the build is whole (report readable, every shard there);
+    None otherwise."""
     try:
         files = json.loads((config_dir / BUILD_INFO).read_text(encoding="utf-8"))["files"]
-        return all((config_dir / name).is_file() for names in files.values() for name in names)
+        names = {name for split_names in files.values() for name in split_names}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
+        return None
+    return names if all((config_dir / name).is_file() for name in names) else None
 
 
-def _listed_by_card(folder: Path, config_name: str) -> bool:
-    """Whether the card lists every shard of the config's report (the card is what `load_dataset` reads)."""
+def _card_files(folder: Path, config_name: str) -> set[str]:
+    """The shard names the card (what `load_dataset` reads) lists for a config."""
     try:
         card = (folder / "README.md").read_text(encoding="utf-8")
-        files = json.loads((folder / "data" / config_name / BUILD_INFO).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError):
-        return False
-    return all(f"data/{config_name}/{name}" in card for names in files.values() for name in names)
+    except OSError:
+        return set()
+    return set(re.findall(rf"data/{re.escape(config_name)}/([^\s/]+\.parquet)", card))
+
+
+def _restore_retired(folder: Path, old: Path) -> str:
+    """A `.x.old` folder (the previous data, moved aside by builds of earlier versions during their swap): removed
+    when its config has a whole replacement that the card lists, else restored in place of the half-swapped folder
+    (an `.old` that is not whole itself holds nothing to restore and is removed)."""
+    target = folder / "data" / RETIRED.fullmatch(old.name).group(1)
+    replacement = _report_files(target)
+    replaced = replacement is not None and replacement <= _card_files(folder, target.name)
+    if replaced or _report_files(old) is None:
+        shutil.rmtree(old, ignore_errors=True)
+        return f"removed {old.name}"
+    if target.exists():
+        half = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        target.replace(half)
+        shutil.rmtree(half, ignore_errors=True)
+    old.replace(target)
+    return f"restored {target.name} from {old.name}"
+
+
+def _settle(folder: Path, config_dir: Path) -> list[str]:
+    """Finishes what a build killed inside `_swap_in` left in a config folder: a whole report that the card does not
+    list yet gets its card; shard files that neither the report nor the card lists are removed."""
+    listed = _report_files(config_dir)
+    if listed is None:
+        return []  # nothing to vouch for: left as it is
+    done = []
+    if not listed <= _card_files(folder, config_dir.name):
+        try:
+            write_card(folder)
+            done.append(f"wrote the card for {config_dir.name}")
+        except Exception as error:  # a report the card cannot be made from: leave everything in place
+            logger.warning("could not write the card of %s: %s", folder, error)
+            return []
+    keep = listed | _card_files(folder, config_dir.name)
+    for shard in sorted(config_dir.glob("*.parquet")):
+        if shard.name not in keep:
+            shard.unlink()
+            done.append(f"removed {config_dir.name}/{shard.name}")
+    return done
 
 
 def remove_stale_partials(folder) -> list[str]:
-    """Cleans up after builds that were killed (`kill -9`) before they finished, and names what it did in the log:
-    a staging folder (`.x.partial`) is removed; the previous data of a config (`.x.old`, moved aside during the swap)
-    is removed only when the config has a complete replacement that the card lists, and otherwise restored in place
-    of whatever half-swapped folder is there (an `.old` that is itself incomplete holds nothing to restore)."""
+    """Cleans up after builds that were killed (`kill -9`) before they finished, and returns (and logs) what it did:
+    a staging folder (`.x.partial`) is removed, a retired folder (`.x.old`) is restored or removed
+    (`_restore_retired`), and each config folder is settled (`_settle`). Nothing the card lists is ever removed."""
     folder = Path(folder)
-    data, handled = folder / "data", []
+    data, done = folder / "data", []
     for stale in sorted(data.glob(".*.partial")):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
-            handled.append(stale.name)
-            logger.warning("removed %s, left by a build that did not finish", stale)
+            done.append(f"removed {stale.name}")
     for old in sorted(data.glob(".*.old")):
-        match = re.fullmatch(r"\.(.+)\.[0-9a-f]+\.old", old.name)
-        if not old.is_dir() or match is None:
-            continue
-        target = data / match.group(1)
-        if (_complete(target) and _listed_by_card(folder, target.name)) or not _complete(old):
-            shutil.rmtree(old, ignore_errors=True)
-            logger.warning("removed %s, the data a finished or failed swap left behind", old)
-        else:
-            if target.exists():
-                half = data / f".{target.name}.{uuid.uuid4().hex}.partial"
-                target.replace(half)
-                shutil.rmtree(half, ignore_errors=True)
-            old.replace(target)
-            logger.warning("restored %s from %s: the build that replaced it did not finish", target, old.name)
-        handled.append(old.name)
-    return handled
+        if old.is_dir() and RETIRED.fullmatch(old.name):
+            done.append(_restore_retired(folder, old))
+    for config_dir in sorted(data.iterdir()) if data.is_dir() else []:
+        if config_dir.is_dir() and not config_dir.name.startswith("."):
+            done += _settle(folder, config_dir)
+    for line in done:
+        logger.warning("%s: %s, left by a build that did not finish", data, line)
+    return done
 
 
 def _write_shards(staging: Path, config_name: str, dataset: datasets.DatasetDict, report: dict):
@@ -142,32 +181,38 @@ def _write_shards(staging: Path, config_name: str, dataset: datasets.DatasetDict
 
 
 def _swap_in(folder: Path, target: Path, staging: Path, card: str):
-    """Makes the staged config the one `load_dataset` reads: the old folder moved aside (`.old`), the staged one
-    moved in, the card that lists its shards written, the old folder removed, in that order. An error on the way puts
-    the old folder back; a kill leaves a state `remove_stale_partials` restores (the old data until the new card is in
-    place)."""
-    retired, moved = None, False
-    if target.exists():
-        retired = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-        target.replace(retired)
+    """Makes the staged config the one `load_dataset` reads, keeping a loadable folder at every instant: the new
+    shards (content-addressed names, so they never replace an old one of other content) are moved in beside the old
+    ones, then the report, then the card that lists them (the moment the new data becomes the data), and only then
+    are the old shards removed. An error on the way puts the old report back and removes the new shards; a kill leaves
+    a state `remove_stale_partials` settles."""
+    target.mkdir(exist_ok=True)
+    new = _report_files(staging)
+    old = {shard.name for shard in target.glob("*.parquet")}
+    previous = (target / BUILD_INFO).read_bytes() if (target / BUILD_INFO).is_file() else None
+    moved = []
     try:
-        staging.replace(target)
-        moved = True
+        for name in sorted(new - old):
+            os.replace(staging / name, target / name)
+            moved.append(name)
+        os.replace(staging / BUILD_INFO, target / BUILD_INFO)
         _atomic_write_text(folder / "README.md", card)
     except BaseException:
-        if moved:
-            target.replace(staging)
-        if retired is not None:
-            retired.replace(target)
+        if previous is None:
+            (target / BUILD_INFO).unlink(missing_ok=True)
+        else:
+            _atomic_write_bytes(target / BUILD_INFO, previous)
+        for name in moved:
+            (target / name).unlink(missing_ok=True)
         raise
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
+    for name in sorted(old - new):
+        (target / name).unlink(missing_ok=True)
 
 
 def write_config(folder, config_name: str, dataset: datasets.DatasetDict, report: dict) -> Path:
     """Writes one config's parquet shards (and its build report) into `folder/data/<config>/` and the card that lists
     them, atomically: everything is staged and the card text made first (a failure there leaves the folder as it
-    was), then swapped in by `_swap_in`. What killed builds left is cleaned up (or restored) first."""
+    was), then swapped in by `_swap_in`. What killed builds left is settled first (`remove_stale_partials`)."""
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
     remove_stale_partials(folder)
@@ -178,9 +223,8 @@ def write_config(folder, config_name: str, dataset: datasets.DatasetDict, report
         _write_shards(staging, config_name, dataset, report)
         card = card_text(folder, staged={config_name: staging})
         _swap_in(folder, target, staging, card)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # emptied by the swap, or what a failure left
     return target
 
 

@@ -321,29 +321,58 @@ def test_a_record_whose_object_index_is_out_of_range_is_caught_before_the_card(t
     assert len(rows) == 1 and stats.skipped[released.MALFORMED] == 1
 
 
-def _snapshot(folder):
-    return sorted(p.name for p in (folder / "data" / "core").iterdir())
+def _shards(folder):
+    return sorted(p.name for p in (folder / "data" / "core").glob("*.parquet"))
 
 
-@pytest.mark.parametrize("killed_after", ["old moved aside", "new moved in", "card written"])
-def test_a_build_killed_between_the_renames_is_restored_by_the_next(tmp_path, killed_after):
+@pytest.mark.parametrize("killed_after", ["new shards moved in", "report moved in", "card written"])
+def test_a_build_killed_inside_the_swap_leaves_a_loadable_folder(tmp_path, killed_after):
+    """Each kill point of the swap, as the files stand there: `load_dataset` reads the old data until the card lists
+    the new, and the next build settles what was left."""
     old, new = _two_question_sets(tmp_path)
     out, other = tmp_path / "out", tmp_path / "other"
     assert build_core(out, old) == 0 and build_core(other, new) == 0
-    old_files, new_files = _snapshot(out), _snapshot(other)
+    old_shards, new_shards = _shards(out), _shards(other)
+    for name in new_shards:
+        shutil.copy(other / "data" / "core" / name, out / "data" / "core" / name)
+    if killed_after != "new shards moved in":
+        shutil.copy(
+            other / "data" / "core" / hub_folder.BUILD_INFO, out / "data" / "core" / hub_folder.BUILD_INFO
+        )
+    if killed_after == "card written":
+        shutil.copy(other / "README.md", out / "README.md")
+    assert len(load(out, tmp_path / "cache-killed")) == (2 if killed_after == "card written" else 1)
+    done = hub_folder.remove_stale_partials(out)
+    settled = {
+        "new shards moved in": [f"removed core/{name}" for name in new_shards],
+        "report moved in": ["wrote the card for core"] + [f"removed core/{name}" for name in old_shards],
+        "card written": [f"removed core/{name}" for name in old_shards],
+    }
+    assert done == settled[killed_after]
+    expected = old_shards if killed_after == "new shards moved in" else new_shards
+    assert _shards(out) == expected
+    assert len(load(out, tmp_path / "cache-settled")) == (1 if expected == old_shards else 2)
+    assert build_core(out, old) == 0 and _shards(out) == old_shards  # and the next build goes through
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["core"]
+
+
+@pytest.mark.parametrize("killed_after", ["old moved aside", "new moved in", "card written"])
+def test_a_retired_folder_is_restored_unless_its_replacement_is_whole_and_listed(tmp_path, killed_after):
+    """What builds that swapped whole folders left (`.old`, the only copy of the old data) is never just deleted."""
+    old, new = _two_question_sets(tmp_path)
+    out, other = tmp_path / "out", tmp_path / "other"
+    assert build_core(out, old) == 0 and build_core(other, new) == 0
+    old_shards, new_shards = _shards(out), _shards(other)
     retired = out / "data" / ".core.0123abcd.old"
-    (out / "data" / "core").replace(retired)  # what a build killed mid-swap leaves behind
+    (out / "data" / "core").replace(retired)
     if killed_after != "old moved aside":
         shutil.copytree(other / "data" / "core", out / "data" / "core")
     if killed_after == "card written":
         shutil.copy(other / "README.md", out / "README.md")
-    handled = hub_folder.remove_stale_partials(out)
-    assert handled == [retired.name] and not retired.exists()
-    expected = new_files if killed_after == "card written" else old_files
-    assert _snapshot(out) == expected
+    assert hub_folder.remove_stale_partials(out)[0].endswith(retired.name) and not retired.exists()
+    expected = new_shards if killed_after == "card written" else old_shards
+    assert _shards(out) == expected
     assert len(load(out, tmp_path / "cache")) == (2 if killed_after == "card written" else 1)
-    assert build_core(out, new) == 0 and _snapshot(out) == new_files  # and the next build goes through
-    assert sorted(p.name for p in (out / "data").iterdir()) == ["core"]
 
 
 # ------------------------------------------------------------------------------------------- 5: COCO, ids, export
