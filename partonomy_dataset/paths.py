@@ -45,13 +45,17 @@ def resolve_inside(root, name, folders=(), what: str = "image") -> Path:
         candidates += [root / folder / relative] if relative is not None else []
         candidates.append(root / folder / given.name)
     for candidate in dict.fromkeys(candidates):
-        if candidate.is_file():
+        try:
+            if not candidate.is_file():
+                continue
             real = candidate.resolve()
-            if not _under(real_root, real):
-                raise SkippedRecord(
-                    OUTSIDE, f"{what} path {name!r} resolves to {real}, outside the source folder {real_root}"
-                )
-            return candidate
+        except OSError as error:  # a name too long, a permission ...: not a path this record can use
+            raise SkippedRecord(NO_PATH, f"{what} path {name!r} cannot be looked up: {error}") from None
+        if not _under(real_root, real):
+            raise SkippedRecord(
+                OUTSIDE, f"{what} path {name!r} resolves to {real}, outside the source folder {real_root}"
+            )
+        return candidate
     if relative is None:
         raise SkippedRecord(
             OUTSIDE,

@@ -21,7 +21,7 @@ from PIL import Image
 from partonomy_dataset import __main__ as cli
 from partonomy_dataset import hub_folder, instances, masks, released
 from partonomy_dataset.instances import ReadStats, SkippedRecord, image_size
-from partonomy_dataset.paths import OUTSIDE
+from partonomy_dataset.paths import NO_PATH, OUTSIDE, resolve_inside
 from partonomy_dataset.sources import core, partimagenet
 
 from .test_released_and_bad_records import released_records
@@ -153,6 +153,35 @@ def test_coco_file_names_that_leave_the_folder_are_refused(tmp_path):
         partimagenet.read_file(
             root / "train.json"
         )  # by hand, without stats: the first bad record is an error
+
+
+@pytest.mark.parametrize(
+    "name, outcome",
+    [
+        ("images/x.png", "found"),
+        ("x.png", "found"),  # by its name under images/
+        ("images/../images/x.png", "found"),
+        ("../x.png", OUTSIDE),
+        ("/elsewhere/x.png", "found"),  # the authors' absolute path: by its name under images/
+        ("/elsewhere/y.png", OUTSIDE),
+        ("..", OUTSIDE),
+        ("y" * 5000, NO_PATH),  # the file system cannot even look it up
+        ("", NO_PATH),
+        (None, NO_PATH),
+        ("a\ud800.png", "missing"),
+        ("a\x00.png", "missing"),
+    ],
+)
+def test_resolve_inside(tmp_path, name, outcome):
+    write_image(tmp_path / "root" / "images" / "x.png")
+    try:
+        found = resolve_inside(tmp_path / "root", name, ("images",))
+    except FileNotFoundError:
+        assert outcome == "missing"
+    except SkippedRecord as error:
+        assert error.reason == outcome
+    else:
+        assert outcome == "found" and found.resolve() == (tmp_path / "root" / "images" / "x.png").resolve()
 
 
 def test_core_mask_image_paths_that_leave_the_folder_are_refused(tmp_path):
