@@ -27,8 +27,9 @@ from PIL import Image
 from modeling_plum.processing_plum import trim_span
 from partonomy_dataset import masks as rle
 from partonomy_dataset import templates
-from plum_demo.drawing import ground_truth_beside_prediction, hex_colour, iou, overlay
-from plum_training.data import Collator
+from plum_demo.drawing import draw_masks, hex_colour, iou
+from plum_demo.overlays import overlay as question_overlay
+from plum_training import evaluation
 from plum_training.loading import DTYPES, default_device, load_model_and_processor
 from plum_training.scoring import PlumChoiceScorer
 
@@ -188,7 +189,7 @@ def colour_map(result: dict) -> dict[str, str]:
 
 def annotated(image, result: dict) -> Image.Image:
     scale = max(1, 384 // max(image.size))
-    return overlay(image, result["masks"], result["labels"], scale=scale)
+    return draw_masks(image, result["masks"], result["labels"], scale=scale)
 
 
 def question_for(question_type: str, obj: str, other: str) -> str:
@@ -288,26 +289,21 @@ def build_app(
         if not dataset_rows:
             raise UserError("no PARTONOMY folder was given (--dataset)")
         row = dataset_rows[int(index) % len(dataset_rows)]
-        batch = Collator(demo.processor)([row])
-        batch.pop("gt_masks")
-        with torch.no_grad():
-            out = demo.model(**batch, output_logits=False)
-        predicted = list((out.pred_masks[0] > demo.model.config.mask_threshold).cpu().numpy())
-        truth = [rle.decode(m) for m in row["masks"]]
-        picture = ground_truth_beside_prediction(row["image"], truth, predicted, row["parts"], scale=3)
-        scores = demo.scores(row["image"], row["question"], row["answer_choices"])
-        chosen = int(np.argmax(scores))
+        (record,), _ = evaluation.predict(demo.model, demo.processor, [row], progress=False)
+        picture = question_overlay(row, record)
         lines = [
             f"**{row['question_type']}** · {row['object']} · `{row['id']}`",
             "",
             f"**Q:** {row['question']}",
             "",
         ]
-        for i, (choice, score) in enumerate(zip(row["answer_choices"], scores)):
+        for i, (choice, score) in enumerate(zip(row["answer_choices"], record["scores"])):
             marks = (" **(correct)**" if i == row["correct_index"] else "") + (
-                " ⬅ model" if i == chosen else ""
+                " ⬅ model" if i == record["chosen"] else ""
             )
             lines.append(f"{i + 1}. {choice} (score {score:.3f}){marks}")
+        truth = [rle.decode(m) for m in row["masks"]]
+        predicted = [rle.decode(m) for m in record["masks"]]
         ious = ", ".join(f"{p} {iou(m, t):.2f}" for p, m, t in zip(row["parts"], predicted, truth))
         lines += ["", f"**IoU per part:** {ious}"]
         return picture, "\n".join(lines)

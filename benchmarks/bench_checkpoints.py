@@ -19,9 +19,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import train_accelerate as trainer  # noqa: E402
 from modeling_plum import PlumConfig, PlumForConditionalGeneration  # noqa: E402
 from partonomy_dataset import __main__ as dataset_cli  # noqa: E402
+from plum_training import trainer  # noqa: E402
+from plum_training.arguments import ModelArguments, parse_args  # noqa: E402
 
 MIB, GIB = 1024**2, 1024**3
 
@@ -35,11 +36,11 @@ def trainable_counts(preset: str) -> tuple[int, int]:
     if preset == "tiny":  # its vocabulary is its trained tokenizer's
         from modeling_plum.convert import build_tiny
 
-        model = trainer.prepare_trainable(build_tiny()[0], trainer.ModelArguments())
+        model = trainer.prepare_trainable(build_tiny()[0], ModelArguments())
     else:
         with torch.device("meta"):
             model = PlumForConditionalGeneration(PlumConfig.from_preset(preset))
-            model = trainer.prepare_trainable(model, trainer.ModelArguments())
+            model = trainer.prepare_trainable(model, ModelArguments())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     return trained, sum(p.numel() for p in model.parameters()) - lora
@@ -50,7 +51,7 @@ def main():
         data, out = Path(tmp) / "data", Path(tmp) / "run"
         dataset_cli.main(["build", "--config", "toy", "--out", str(data), "--toy-num-images", "20"])
         trainer.train(
-            *trainer.parse_args(
+            *parse_args(
                 [
                     "--dataset",
                     str(data),

@@ -99,11 +99,12 @@ def autocast(device, dtype):
 
 
 def train_steps(args, device, dtype, checkpointing: bool) -> dict:
-    import train_accelerate as trainer
+    from plum_training import trainer
+    from plum_training.arguments import ModelArguments
 
     model = build(args.preset, args.layers, dtype, device)
-    model = trainer.prepare_trainable(model, trainer.ModelArguments(gradient_checkpointing=checkpointing))
-    trainer._upcast_trainable(model)
+    model = trainer.prepare_trainable(model, ModelArguments(gradient_checkpointing=checkpointing))
+    trainer.upcast_trainable(model)
     model.train()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=3e-4, betas=(0.9, 0.95)

@@ -23,8 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import train_accelerate as trainer  # noqa: E402
 from partonomy_dataset import __main__ as dataset_cli  # noqa: E402
+from plum_training import trainer  # noqa: E402
+from plum_training.arguments import ModelArguments  # noqa: E402
+from plum_training.data import Collator  # noqa: E402
+from plum_training.loading import load_model_and_processor  # noqa: E402
 
 
 class Timers:
@@ -79,7 +82,7 @@ def profile(model, processor, rows, steps: int, batch_size: int) -> tuple[dict, 
         timed("feedback pooler", original_encode),
         timed("feedback pooler", original_pool),
     )
-    collator = trainer.Collator(processor)
+    collator = Collator(processor)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     total = 0.0
@@ -150,8 +153,8 @@ def main():
     import datasets
 
     rows = list(datasets.load_dataset(str(data), "toy", split="train").select(range(400)))
-    model, processor = trainer.load_model_and_processor("tiny")
-    model = trainer.prepare_trainable(model, trainer.ModelArguments())
+    model, processor = load_model_and_processor("tiny")
+    model = trainer.prepare_trainable(model, ModelArguments())
     per_step, speed = profile(model, processor, rows, args.steps, args.batch_size)
     print(
         f"tiny PLUM, toy set, batch {args.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads"

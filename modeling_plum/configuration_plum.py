@@ -282,12 +282,12 @@ def _tiny():
         bos_token_id=1,
         eos_token_id=2,
     )
-    vision = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+    vision = CLIPVisionConfig(  # 64 image tokens, each an 8 x 8 patch of the image at 64 px
+        hidden_size=96,
+        intermediate_size=192,
+        num_hidden_layers=3,
         num_attention_heads=4,
-        patch_size=16,
+        patch_size=8,
         image_size=64,
         projection_dim=64,
     )
@@ -304,7 +304,6 @@ def _tiny():
         "sam_prompt_dim": 64,
         "sam_mask_in_chans": 8,
         "sam_decoder_mlp_dim": 256,
-        "sam_decoder_heads": 4,
         "span_num_heads": 4,
         "span_ffn_dim": 128,
         "feedback_num_heads": 4,

@@ -21,9 +21,11 @@ projection stays float32: SAM builds its positional grid in float32); the config
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -93,15 +95,16 @@ def train_tiny_tokenizer(corpus: list[str], vocab_size: int, seg_token: bool = F
     )
 
 
-def tiny_processor(config: PlumConfig, tokenizer) -> PlumProcessor:
+def square_clip_image_processor(size: int):
+    """CLIP's image processor for a tower of `size` px: shortest side resized to it, then a centre crop."""
     from transformers import CLIPImageProcessor
 
-    size = config.llava_config.vision_config.image_size
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
-    )
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+def tiny_processor(config: PlumConfig, tokenizer) -> PlumProcessor:
     return PlumProcessor(
-        image_processor=image_processor,
+        image_processor=square_clip_image_processor(config.llava_config.vision_config.image_size),
         tokenizer=tokenizer,
         sam_image_size=config.sam_image_size,
         num_image_tokens=config.llava_config.image_seq_length,
@@ -206,16 +209,54 @@ def load_weights_file(path) -> dict:
 # ---------------------------------------------------------------------------------------------------- SAM
 
 
-def sam_size_of(state_dict: dict) -> str:
-    """vit_b / vit_l / vit_h from the width of the SAM image encoder's patch embedding."""
-    key = next((k for k in state_dict if k.endswith("image_encoder.patch_embed.proj.weight")), None)
+def _sam_tensor(state_dict: dict, name: str, prefix: str = ""):
+    key = next((k for k in state_dict if k.endswith(prefix + name)), None)
     if key is None:
-        raise KeyError("not a SAM checkpoint: no image_encoder.patch_embed.proj.weight")
-    width = state_dict[key].shape[0]
-    for name, size in SAM_SIZES.items():
-        if size["sam_encoder_dim"] == width:
-            return name
-    raise ValueError(f"SAM image encoder of width {width} is none of vit_b / vit_l / vit_h")
+        raise KeyError(f"not a SAM checkpoint: no {name}")
+    return state_dict[key]
+
+
+def sam_size_of(state_dict: dict) -> str | None:
+    """vit_b / vit_l / vit_h from the width of the SAM image encoder's patch embedding; None for another width."""
+    width = _sam_tensor(state_dict, "image_encoder.patch_embed.proj.weight").shape[0]
+    return next((name for name, size in SAM_SIZES.items() if size["sam_encoder_dim"] == width), None)
+
+
+def sam_geometry(state_dict: dict) -> dict:
+    """The `PlumConfig` SAM fields of a segment_anything state dict, read off its tensor shapes: an official vit_b / vit_l
+    / vit_h by name, any other (a small SAM trained for tests or the toy) field by field. The mask decoder's head count
+    is not in the weights; every official SAM uses 8, which `PlumConfig` assumes."""
+    width, _, patch, _ = _sam_tensor(state_dict, "image_encoder.patch_embed.proj.weight").shape
+    grid = _sam_tensor(state_dict, "image_encoder.pos_embed").shape[1]
+    blocks = sorted(
+        {int(m.group(1)) for k in state_dict if (m := re.search(r"image_encoder\.blocks\.(\d+)\.", k))}
+    )
+    spans = {b: _sam_tensor(state_dict, f"image_encoder.blocks.{b}.attn.rel_pos_h").shape for b in blocks}
+    windowed = {(n + 1) // 2 for b, (n, _) in spans.items() if (n + 1) // 2 != grid}
+    layers = {
+        int(m.group(1))
+        for k in state_dict
+        if (m := re.search(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))
+    }
+    geometry = {
+        "sam_image_size": grid * patch,
+        "sam_patch_size": patch,
+        "sam_encoder_dim": width,
+        "sam_encoder_depth": len(blocks),
+        "sam_encoder_heads": width // spans[blocks[0]][1],
+        "sam_global_attn_indexes": [b for b, (n, _) in spans.items() if (n + 1) // 2 == grid],
+        "sam_window_size": windowed.pop() if windowed else grid,
+        "sam_prompt_dim": _sam_tensor(state_dict, "image_encoder.neck.0.weight").shape[0],
+        "sam_mask_in_chans": 4 * _sam_tensor(state_dict, "prompt_encoder.mask_downscaling.0.weight").shape[0],
+        "sam_decoder_depth": len(layers),
+        "sam_decoder_mlp_dim": _sam_tensor(
+            state_dict, "mask_decoder.transformer.layers.0.mlp.lin1.weight"
+        ).shape[0],
+    }
+    name = sam_size_of(state_dict)
+    if name is not None and all(geometry[k] == v for k, v in SAM_SIZES[name].items()):
+        return {"sam_size": name}
+    return geometry
 
 
 SAM_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
@@ -241,17 +282,31 @@ def _heads(model: PlumForConditionalGeneration) -> list:
     return [model.span_tagger, model.query_projector, model.feedback_pooler]
 
 
-def from_llava_and_sam(llava_dir, sam_path, dtype: torch.dtype = torch.bfloat16, seed: int = 0):
-    """PLUM from an HF-format LLaVA folder and an official SAM `.pth`, in `dtype`; the new heads are initialised.
+def from_llava_and_sam(
+    llava_dir,
+    sam_path,
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int = 0,
+    config_overrides: dict | None = None,
+):
+    """PLUM from an HF-format LLaVA folder and a segment_anything SAM `.pth`, in `dtype`; the new heads are initialised.
+    `config_overrides` set other `PlumConfig` fields (the heads' sizes, loss weights ...).
 
     LLaVA is loaded by transformers itself (its key names, shards and dtype handling); the PLUM shell is built on
     the meta device and receives the loaded modules, so no weight exists twice."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    if not Path(llava_dir).is_dir():
+        raise FileNotFoundError(
+            f"--llava {llava_dir}: no such LLaVA folder (an HF-format LLaVA, e.g. llava-1.5-13b-hf)"
+        )
+    if not Path(sam_path).is_file():
+        raise FileNotFoundError(f"--sam {sam_path}: no such SAM checkpoint (e.g. sam_vit_h_4b8939.pth)")
     sam_state = load_weights_file(sam_path)
-    sam_size = sam_size_of(sam_state)
     llava = LlavaForConditionalGeneration.from_pretrained(llava_dir, dtype=dtype)
-    config = PlumConfig(llava_config=llava.config.to_dict(), sam_size=sam_size)
+    config = PlumConfig(
+        llava_config=llava.config.to_dict(), **sam_geometry(sam_state), **dict(config_overrides or {})
+    )
     config.dtype = dtype
     with torch.device("meta"):
         model = PlumForConditionalGeneration(config)
@@ -355,7 +410,7 @@ def reference_config(state: dict, vision_config, tokenizer) -> PlumConfig:
     )
     return PlumConfig(
         llava_config=llava,
-        sam_size=sam_size_of(sam_state),
+        **sam_geometry(sam_state),
         projector_type="linear" if linear else "mlp",
         feedback_add_no_mask=False,  # the reference's pooler output is the whole dense prompt
     )
@@ -475,7 +530,16 @@ def save(model, processor, out, max_shard_size: str | int = DEFAULT_MAX_SHARD_SI
     return out
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    """The command line; a missing or unreadable input is one line on stderr and exit code 2."""
+    try:
+        return _main(argv)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m modeling_plum.convert", description=__doc__.splitlines()[0]
     )
@@ -502,6 +566,11 @@ def main(argv=None):
         "tiny preset, which trains on CPUs)",
     )
     parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="safetensors shard size")
+    parser.add_argument(
+        "--config-overrides",
+        metavar="JSON",
+        help="other PlumConfig fields, with --llava/--sam: '{\"span_ffn_dim\": 256}' (sizes of the new heads ...)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="initialisation of the new heads")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -520,13 +589,15 @@ def main(argv=None):
     elif args.sam:
         if not args.llava:
             parser.error("--sam needs --llava")
-        model, processor = from_llava_and_sam(args.llava, args.sam, dtype, args.seed)
+        overrides = json.loads(args.config_overrides) if args.config_overrides else None
+        model, processor = from_llava_and_sam(args.llava, args.sam, dtype, args.seed, overrides)
     else:
         if not args.clip:
             parser.error("--from-reference needs --clip (the CLIP tower the reference was trained with)")
         model, processor = from_reference(args.from_reference, args.clip, args.tokenizer, dtype)
     print(f"wrote {save(model, processor, args.out, args.max_shard_size)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,9 +1,9 @@
 # Copyright 2026 The PLUM / PARTONOMY release team. Licensed under the Apache License, Version 2.0.
 """PLUM: a segmenting multimodal model that tags the spans of its own answer (paper §4, appendix A).
 
-Reads top to bottom: span utilities and losses, the building blocks (span tagger, query projector, mask-feedback
-pooler), then `PlumForConditionalGeneration`. SAM's image encoder, prompt encoder and mask decoder come from the
-`segment_anything` package; the multimodal backbone is `transformers`' LLaVA.
+Reads top to bottom: span utilities, the building blocks of the language side (span tagger, query projector), the
+outputs, then `PlumForConditionalGeneration`. The multimodal backbone is `transformers`' LLaVA; SAM and the feedback
+loop are in `segmentation_plum.py`, the losses in `losses_plum.py`.
 """
 
 from __future__ import annotations
@@ -11,18 +11,23 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from functools import partial
 
 import torch
-import torch.nn.functional as F
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 from transformers import GenerationMixin, LlavaForConditionalGeneration, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_plum import PlumConfig
-from .processing_plum import IGNORE_INDEX, TAG_B, TAG_I, postprocess_masks
+from .losses_plum import kl_loss, mask_losses, span_loss, weighted_loss
+from .processing_plum import IGNORE_INDEX, TAG_B, TAG_I
+from .segmentation_plum import (
+    PlumFiLM,
+    PlumMaskFeedbackPooler,
+    build_sam,
+    decode_with_feedback,
+    masks_at_image_size,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -86,46 +91,6 @@ def shared_prefix_log_likelihoods(model, prefix_inputs: dict, continuations, pad
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Losses
-# ----------------------------------------------------------------------------------------------------------
-
-
-def focal_tversky_loss(
-    logits, targets, alpha: float, beta: float, gamma: float, smooth: float = 1.0, reduce=True
-):
-    """Focal-Tversky loss, mean over masks (per mask with `reduce=False`). `alpha` weighs false negatives (recall),
-    `beta` false positives.
-
-    Args:
-        logits, targets: `(num_masks, height, width)`.
-    """
-    probs = logits.sigmoid().flatten(1)
-    targets = targets.flatten(1)
-    true_pos = (probs * targets).sum(-1)
-    false_neg = ((1 - probs) * targets).sum(-1)
-    false_pos = (probs * (1 - targets)).sum(-1)
-    tversky = (true_pos + smooth) / (true_pos + alpha * false_neg + beta * false_pos + smooth)
-    per_mask = (1 - tversky).clamp(min=0) ** gamma
-    return per_mask.mean() if reduce else per_mask
-
-
-def dice_loss(logits, targets, scale: float = 1000.0, eps: float = 1e-6, reduce=True):
-    """LISA's Dice loss (inputs and targets divided by `scale`), mean over masks (per mask with `reduce=False`)."""
-    probs = logits.sigmoid().flatten(1)
-    targets = targets.flatten(1)
-    numerator = 2 * (probs / scale * targets).sum(-1)
-    denominator = (probs / scale).sum(-1) + (targets / scale).sum(-1)
-    per_mask = 1 - (numerator + eps) / (denominator + eps)
-    return per_mask.mean() if reduce else per_mask
-
-
-def sigmoid_bce_loss(logits, targets, reduce=True):
-    """Pixel-wise binary cross-entropy, mean over pixels, then over masks (per mask with `reduce=False`)."""
-    per_mask = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).mean(-1)
-    return per_mask.mean() if reduce else per_mask
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------------------
 
@@ -181,65 +146,6 @@ class PlumLinearProjector(nn.Module):
 
     def forward(self, image_features):
         return self.linear(image_features)
-
-
-class PlumFiLM(nn.Module):
-    """Feature-wise linear modulation: `x * (1 + scale(q)) + shift(q)` per channel, from a span query `q`. It starts
-    as the identity (`_init_weights` zeroes its projection), so SAM's pretrained mask path is unchanged."""
-
-    def __init__(self, query_dim: int, channels: int):
-        super().__init__()
-        self.proj = nn.Linear(query_dim, 2 * channels)
-
-    def forward(self, x, query):
-        scale, shift = self.proj(query).chunk(2, dim=-1)
-        return x * (1 + scale[..., None, None]) + shift[..., None, None]
-
-
-class PlumMaskFeedbackPooler(nn.Module):
-    """Turns the masks of earlier spans into the dense prompt of the next span.
-
-    Each earlier mask (low-res logits) goes through SAM's mask-downscaling convolutions (the prompt encoder's
-    own layers) with a FiLM layer, conditioned on that span's query, after each conv + LayerNorm; the dense
-    positional encoding is added; then a learned query per patch attends over the stack of earlier masks. The
-    attention's output projection starts at zero (`_init_weights`): early, half-trained masks add no noise.
-
-    Shapes: `masks (batch, num_earlier, 1, 4h, 4w)`, `queries (batch, num_earlier, prompt_dim)`,
-    `dense_pe (1, prompt_dim, h, w)` → `(batch, prompt_dim, h, w)`. Parameters follow the reference
-    `TemporalMaskPooler` layout.
-    """
-
-    def __init__(self, config: PlumConfig):
-        super().__init__()
-        dim, size = config.sam_prompt_dim, config.sam_embedding_size
-        self.film = nn.ModuleList(
-            [PlumFiLM(dim, config.sam_mask_in_chans // 4), PlumFiLM(dim, config.sam_mask_in_chans)]
-        )
-        self.patch_queries = nn.Parameter(torch.empty(size * size, 1, dim))  # one query per patch
-        self.attention = nn.MultiheadAttention(dim, config.feedback_num_heads, batch_first=True)
-
-    def encode(self, mask_downscaling: nn.Sequential, masks, queries, dense_pe=None):
-        """One earlier mask per row: `masks (n, 1, 4h, 4w)`, `queries (n, prompt_dim)` → keys `(n, prompt_dim, h, w)`.
-        A mask is encoded once, when it is predicted, and serves every later span of its image."""
-        conv1, norm1, act1, conv2, norm2, act2, conv3 = mask_downscaling
-        x = act1(self.film[0](norm1(conv1(masks)), queries))
-        x = act2(self.film[1](norm2(conv2(x)), queries))
-        x = conv3(x)
-        return x if dense_pe is None else x + dense_pe
-
-    def pool(self, keys):
-        """`keys (batch, k, prompt_dim, h, w)` (encoded earlier masks) → dense prompt `(batch, prompt_dim, h, w)`."""
-        batch, k, channels, h, w = keys.shape
-        # One attention per image and patch, over that image's k earlier masks.
-        keys = keys.reshape(batch, k, channels, h * w).permute(0, 3, 1, 2).reshape(batch * h * w, k, channels)
-        pooled, _ = self.attention(self.patch_queries.repeat(batch, 1, 1), keys, keys, need_weights=False)
-        return pooled.reshape(batch, h, w, channels).permute(0, 3, 1, 2)
-
-    def forward(self, mask_downscaling, masks, queries, dense_pe):
-        """`masks (batch, k, 1, 4h, 4w)`, `queries (batch, k, prompt_dim)` → `(batch, prompt_dim, h, w)`."""
-        batch, k = masks.shape[:2]
-        encoded = self.encode(mask_downscaling, masks.flatten(0, 1), queries.flatten(0, 1), dense_pe)
-        return self.pool(encoded.reshape(batch, k, *encoded.shape[1:]))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -357,39 +263,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         self.llava = LlavaForConditionalGeneration(config.llava_config)
         if config.projector_type == "linear":
             self.llava.model.multi_modal_projector = PlumLinearProjector(config)
-        size = config.sam_embedding_size
-        self.sam_image_encoder = ImageEncoderViT(
-            img_size=config.sam_image_size,
-            patch_size=config.sam_patch_size,
-            embed_dim=config.sam_encoder_dim,
-            depth=config.sam_encoder_depth,
-            num_heads=config.sam_encoder_heads,
-            mlp_ratio=4,
-            out_chans=config.sam_prompt_dim,
-            qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=config.sam_window_size,
-            global_attn_indexes=tuple(config.sam_global_attn_indexes),
-        )
-        self.sam_prompt_encoder = PromptEncoder(
-            embed_dim=config.sam_prompt_dim,
-            image_embedding_size=(size, size),
-            input_image_size=(config.sam_image_size, config.sam_image_size),
-            mask_in_chans=config.sam_mask_in_chans,
-        )
-        self.sam_mask_decoder = MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=config.sam_decoder_depth,
-                embedding_dim=config.sam_prompt_dim,
-                mlp_dim=config.sam_decoder_mlp_dim,
-                num_heads=config.sam_decoder_heads,
-            ),
-            transformer_dim=config.sam_prompt_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=config.sam_prompt_dim,
-        )
+        self.sam_image_encoder, self.sam_prompt_encoder, self.sam_mask_decoder = build_sam(config)
         self.span_tagger = PlumSpanTagger(config)
         self.query_projector = PlumQueryProjector(config)
         self.feedback_pooler = PlumMaskFeedbackPooler(config) if config.use_feedback else None
@@ -517,28 +391,9 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                     x = block(x)
             return encoder.neck(x.permute(0, 3, 1, 2))
 
-    def _decode_one_prompt_per_image(self, image_embeddings, image_pe, sparse, dense):
-        """SAM's mask decoder for a batch of images with one prompt each, single-mask output.
-
-        `MaskDecoder.forward` decodes many prompts of one image (it repeats the image embedding per prompt);
-        this runs the same modules (its two-way transformer, upscaling and first hypernetwork) over different
-        images at once, which the feedback loop needs: span k of every image is decoded together.
-
-        Shapes: `image_embeddings (b, C, h, w)`, `sparse (b, 1, C)`, `dense (b, C, h, w)` → `(b, 1, 4h, 4w)`.
-        """
-        decoder = self.sam_mask_decoder
-        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
-        src = image_embeddings + dense
-        b, c, h, w = src.shape
-        hs, src = decoder.transformer(src, image_pe.expand(b, -1, -1, -1), tokens)
-        upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-        hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1, :])  # mask token 0: the single-mask output
-        return (hyper.unsqueeze(1) @ upscaled.flatten(2)).reshape(b, 1, *upscaled.shape[-2:])
-
     def decode_masks_batch(self, image_embeddings, queries, original_sizes, resized_sizes):
-        """Decodes one mask per span query, in order, each conditioned on the image's masks before it; span k of
-        every image is decoded in one batch.
+        """Decodes one mask per span query, in order, each conditioned on the image's masks before it (the feedback
+        loop, `segmentation_plum.decode_with_feedback`); span k of every image is decoded in one batch.
 
         Args:
             image_embeddings: `(batch, prompt_dim, h, w)` SAM embeddings.
@@ -551,59 +406,21 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         """
         image_embeddings = self._float_input(image_embeddings, self.sam_mask_decoder)
         queries = [q.to(image_embeddings.dtype) for q in queries]
-        dense_pe = self.sam_prompt_encoder.get_dense_pe().to(image_embeddings.dtype)
-        size = self.config.sam_embedding_size
-        no_mask = self.sam_prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, size, size)
-        no_mask = no_mask.to(image_embeddings.dtype)
-        counts = [q.shape[0] for q in queries]
-        low_res = [[] for _ in queries]
-        keys = [[] for _ in queries]  # per image, its earlier masks encoded by the feedback pooler
-        pooler = self.feedback_pooler
-        for k in range(max(counts, default=0)):
-            active = [b for b, n in enumerate(counts) if n > k]
-            if k == 0 or pooler is None:
-                dense = no_mask.expand(len(active), -1, -1, -1)
-            else:
-                dense = pooler.pool(torch.stack([torch.stack(keys[b]) for b in active]))
-                if self.config.feedback_add_no_mask:
-                    dense = dense + no_mask
-            sparse = torch.stack([queries[b][k] for b in active]).unsqueeze(1)
-            masks = self._decode_one_prompt_per_image(
-                image_embeddings[active], dense_pe, sparse, dense.to(sparse.dtype)
-            )
-            for i, b in enumerate(active):
-                low_res[b].append(masks[i])  # (1, 4h, 4w)
-            following = [i for i, b in enumerate(active) if counts[b] > k + 1]  # images with a span k + 1
-            if pooler is not None and following:
-                # earlier masks enter the loop detached; each is encoded once and serves every later span
-                encoded = pooler.encode(
-                    self.sam_prompt_encoder.mask_downscaling,
-                    masks[following].detach(),
-                    sparse[following, 0],
-                    dense_pe,
-                )
-                for j, i in enumerate(following):
-                    keys[active[i]].append(encoded[j])
-        full, low = [], []
-        for b, masks in enumerate(low_res):
-            if not masks:
-                side = 4 * size
-                full.append(image_embeddings.new_zeros((0, *[int(v) for v in original_sizes[b]])).float())
-                low.append(image_embeddings.new_zeros((0, side, side)).float())
-                continue
-            stacked = torch.stack(masks).float()  # (k, 1, 4h, 4w); upsampled in float32
-            full.append(self.postprocess_masks(stacked, original_sizes[b], resized_sizes[b])[:, 0])
-            low.append(stacked[:, 0])
-        return full, low
+        low_res = decode_with_feedback(
+            self.config,
+            self.sam_prompt_encoder,
+            self.sam_mask_decoder,
+            self.feedback_pooler,
+            image_embeddings,
+            queries,
+        )
+        full = masks_at_image_size(self.config, low_res, original_sizes, resized_sizes)
+        return full, [m[:, 0].float() for m in low_res]
 
     def decode_masks(self, image_embedding, queries, original_size, resized_size):
         """`decode_masks_batch` for one image: `(1, C, h, w)`, `(num_spans, C)` → `(num_spans, H, W)`, low-res."""
         full, low = self.decode_masks_batch(image_embedding, [queries], [original_size], [resized_size])
         return full[0], low[0]
-
-    def postprocess_masks(self, low_res, original_size, resized_size):
-        """`(n, 1, 4h, 4w)` low-res logits → `(n, 1, H, W)` logits at the original image size."""
-        return postprocess_masks(low_res, self.config.sam_image_size, original_size, resized_size)
 
     # -- language model ------------------------------------------------------------------------------------
 
@@ -616,7 +433,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             **kwargs,
         )
 
-    def _teacher_hidden_states(self, input_ids, attention_mask, pixel_values, image_outputs):
+    def _teacher_hidden_states(self, input_ids, attention_mask, image_outputs):
         """Last hidden states of the frozen language model: the same model with adapters disabled, or the
         explicit frozen snapshot. `None` when there is no teacher (no adapters, no snapshot)."""
         with torch.no_grad():
@@ -677,93 +494,43 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         Inputs may be the processor's CPU float32 tensors: they are moved to the model's device and dtype here;
         mask logits and losses come back in float32.
         """
-        device = self.get_input_embeddings().weight.device
-        input_ids = input_ids.to(device)
-        attention_mask, labels, span_labels = (
-            None if t is None else t.to(device) for t in (attention_mask, labels, span_labels)
-        )
-        out = self._language_forward(input_ids, attention_mask, pixel_values, **kwargs)
-        hidden = out.last_hidden_state
+        input_ids, attention_mask, _ = self._prompt_inputs(input_ids, attention_mask, None)
+        labels, span_labels = (None if t is None else t.to(input_ids.device) for t in (labels, span_labels))
+        language = self._language_forward(input_ids, attention_mask, pixel_values, **kwargs)
+        hidden = language.last_hidden_state
         logits = self.llava.lm_head(hidden) if output_logits or labels is not None else None
-        config = self.config
-
-        lm_loss = None
-        if labels is not None:
-            lm_loss = self.llava.loss_function(
-                logits=logits, labels=labels, vocab_size=config.text_config.vocab_size
-            )
-
         span_logits = self._span_logits(hidden, attention_mask)
-        span_loss = kl_loss = None
+        losses = {"lm_loss": None, "span_loss": None, "kl_loss": None, "mask_loss": None, "bce_loss": None}
+        if labels is not None:
+            losses["lm_loss"] = self.llava.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size
+            )
         if span_labels is not None:
-            with_spans = ((span_labels == TAG_B) | (span_labels == TAG_I)).any(-1)  # only these are tagged
-            targets = span_labels.masked_fill(~with_spans[:, None], IGNORE_INDEX)
-            if span_logits is None:  # [SEG] tokens: no tagger to train
-                span_loss = None
-            elif with_spans.any():
-                span_loss = F.cross_entropy(
-                    span_logits.reshape(-1, 3).float(),
-                    targets.reshape(-1),
-                    # from the config at every call: a buffer would be left uninitialised by from_pretrained
-                    weight=torch.tensor(config.span_class_weights, device=device, dtype=torch.float32),
-                    ignore_index=IGNORE_INDEX,
-                )
-            else:
-                span_loss = span_logits.sum() * 0.0
-            positions = (span_labels == TAG_B) | (span_labels == TAG_I)
-            teacher = None
-            if config.kl_loss_weight > 0 and positions.any():
-                teacher = self._teacher_hidden_states(
-                    input_ids, attention_mask, pixel_values, out.image_outputs
-                )
-            if teacher is not None:
-                mse = F.mse_loss(hidden[positions].float(), teacher[positions].float())
-                kl_loss = 0.5 / config.kl_sigma**2 * mse
-            else:
-                kl_loss = hidden.new_zeros(()).float()
-
+            losses["span_loss"] = (
+                None if span_logits is None else span_loss(span_logits, span_labels, self.config)
+            )
+            losses["kl_loss"] = self._kl_loss(
+                hidden, span_labels, input_ids, attention_mask, language.image_outputs
+            )
         if spans is None:
-            source = span_labels if span_labels is not None else self._predicted_tags(input_ids, span_logits)
-            if attention_mask is not None and span_labels is None:
-                source = source.masked_fill(attention_mask == 0, IGNORE_INDEX)
-            spans = [bio_to_spans(row.tolist()) for row in source]
-
+            spans = self._spans(input_ids, attention_mask, span_labels, span_logits)
         pred_masks = low_res_masks = None
-        mask_loss = bce_loss = None
         if sam_pixel_values is not None or image_embeddings is not None:
             if image_embeddings is None:
                 image_embeddings = self.get_image_embeddings(sam_pixel_values)
-            queries = [
-                self.span_queries(hidden[b], spans[b]).to(image_embeddings.dtype)
-                for b in range(input_ids.shape[0])
-            ]
+            queries = [self.span_queries(hidden[b], spans[b]) for b in range(input_ids.shape[0])]
             pred_masks, low_res_masks = self.decode_masks_batch(
                 image_embeddings, queries, original_sizes, resized_sizes
             )
             if gt_masks is not None:
-                mask_loss, bce_loss = self._mask_losses(pred_masks, gt_masks)
-
-        loss = None
-        if lm_loss is not None or span_loss is not None or mask_loss is not None:
-            terms = [
-                (config.lm_loss_weight, lm_loss),
-                (config.span_loss_weight, span_loss),
-                (config.kl_loss_weight, kl_loss),
-                (config.focal_tversky_weight if config.use_focal_tversky else config.dice_weight, mask_loss),
-                (config.bce_weight, bce_loss),
-            ]
-            loss = sum(weight * term for weight, term in terms if term is not None)
-            if self.training and torch.is_grad_enabled():
-                touch = self._zero_touch()
-                loss = loss if touch is None else loss + touch
-
+                losses["mask_loss"], losses["bce_loss"] = mask_losses(pred_masks, gt_masks, self.config)
+        loss = weighted_loss(losses, self.config)
+        if loss is not None and self.training and torch.is_grad_enabled():
+            touch = self._zero_touch()
+            loss = loss if touch is None else loss + touch
         return PlumOutput(
             loss=loss,
-            lm_loss=lm_loss,
-            span_loss=span_loss,
-            kl_loss=kl_loss,
-            mask_loss=mask_loss,
-            bce_loss=bce_loss,
+            **losses,
             logits=logits,
             span_logits=span_logits,
             spans=spans,
@@ -772,44 +539,24 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             hidden_states=hidden,
         )
 
-    def _mask_losses(self, pred_masks, gt_masks):
-        predictions, targets = [], []
-        for b, (pred, gt) in enumerate(zip(pred_masks, gt_masks)):
-            if pred.shape != gt.shape:
-                raise ValueError(
-                    f"sample {b}: {pred.shape[0]} spans were segmented at {tuple(pred.shape[1:])} but "
-                    f"{gt.shape[0]} ground-truth masks of size {tuple(gt.shape[1:])} were given"
-                )
-            predictions.extend(pred.float())
-            targets.extend(gt.to(device=pred.device, dtype=torch.float32))
-        if not predictions:
-            zero = pred_masks[0].sum() * 0.0 if pred_masks else torch.zeros(())
-            return zero, zero
-        # Masks of different images differ in size: per-mask losses, computed for all masks of one size at once,
-        # then averaged over every mask.
-        config = self.config
-        by_size = {}
-        for pred, target in zip(predictions, targets):
-            by_size.setdefault(tuple(pred.shape), []).append((pred, target))
-        mask_terms, bce_terms = [], []
-        for group in by_size.values():
-            pred = torch.stack([p for p, _ in group])
-            target = torch.stack([t for _, t in group])
-            if config.use_focal_tversky:
-                mask_terms.append(
-                    focal_tversky_loss(
-                        pred,
-                        target,
-                        config.focal_tversky_alpha,
-                        config.focal_tversky_beta,
-                        config.focal_tversky_gamma,
-                        reduce=False,
-                    )
-                )
-            else:
-                mask_terms.append(dice_loss(pred, target, config.dice_scale, reduce=False))
-            bce_terms.append(sigmoid_bce_loss(pred, target, reduce=False))
-        return torch.cat(mask_terms).mean(), torch.cat(bce_terms).mean()
+    def _spans(self, input_ids, attention_mask, span_labels, span_logits) -> list:
+        """Per sample, the token spans to segment: the labelled ones when given, else the model's own tags."""
+        if span_labels is not None:
+            return [bio_to_spans(row.tolist()) for row in span_labels]
+        tags = self._predicted_tags(input_ids, span_logits)
+        if attention_mask is not None:
+            tags = tags.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        return [bio_to_spans(row.tolist()) for row in tags]
+
+    def _kl_loss(self, hidden, span_labels, input_ids, attention_mask, image_outputs):
+        """The KL constraint on the span positions (0 when no span, no teacher or λ_KL = 0)."""
+        positions = (span_labels == TAG_B) | (span_labels == TAG_I)
+        teacher = None
+        if self.config.kl_loss_weight > 0 and positions.any():
+            teacher = self._teacher_hidden_states(input_ids, attention_mask, image_outputs)
+        if teacher is None:
+            return hidden.new_zeros(()).float()
+        return kl_loss(hidden, teacher, positions, self.config)
 
     # -- inference -----------------------------------------------------------------------------------------
 

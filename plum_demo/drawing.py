@@ -1,12 +1,19 @@
-"""Drawing code shared by `make demo` (overlay PNGs, the learning curve) and `app.py`: part masks in distinct colours
-with their names, ground truth beside prediction with the per-part IoU in the legend, and a small line chart."""
+"""Pictures of part masks, shared by `make demo`'s overlays, the app and the docs.
+
+    from plum_demo.drawing import draw_masks
+    picture = draw_masks(image, masks, ["wheel", "door"])      # PIL image: outlines and names on a grey copy
+
+Masks are drawn as outlines (with a light tint inside) on a desaturated copy of the image, so that a part's colour is
+the legend's colour whatever the image's own colours, and overlapping masks stay readable; names are written in a
+TrueType font (Pillow's own, no system font needed) in the mask's colour on a dark box.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-COLOURS = [
+COLOURS = [  # Sasha Trubetskoy's distinct colours
     (230, 25, 75),
     (60, 180, 75),
     (255, 225, 25),
@@ -18,8 +25,10 @@ COLOURS = [
     (210, 245, 60),
     (250, 190, 212),
 ]
-ALPHA = 0.55  # how much of a mask's colour covers the image
-LEGEND_ROW = 16
+TINT = 0.25  # how much of a mask's colour fills its inside
+OUTLINE = 2  # outline width in display pixels
+FONT_SIZE = 13
+ROW = 20  # legend row height
 
 
 def colour(index: int) -> tuple[int, int, int]:
@@ -30,8 +39,8 @@ def hex_colour(index: int) -> str:
     return "#{:02x}{:02x}{:02x}".format(*colour(index))
 
 
-def _font():
-    return ImageFont.load_default()
+def font(size: int = FONT_SIZE) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
 
 
 def _mask_array(mask, size: tuple[int, int]) -> np.ndarray:
@@ -42,28 +51,46 @@ def _mask_array(mask, size: tuple[int, int]) -> np.ndarray:
     return array
 
 
-def overlay(image: Image.Image, masks, labels: list[str] | None = None, scale: int = 1) -> Image.Image:
-    """The image with each mask painted in its colour and, with `labels`, its name written at the mask's centre."""
-    image = image.convert("RGB")
-    base = np.asarray(image, dtype=np.float32)
-    painted = base.copy()
-    arrays = [_mask_array(m, image.size) for m in masks]
-    for k, mask in enumerate(arrays):
-        painted[mask] = (1 - ALPHA) * painted[mask] + ALPHA * np.array(colour(k), dtype=np.float32)
-    result = Image.fromarray(painted.astype(np.uint8))
+def desaturated(image: Image.Image, scale: int = 1) -> Image.Image:
+    """A light grey copy of the image at `scale` times its size: the background masks are drawn on."""
+    grey = image.convert("L").point(lambda v: 90 + v * 0.55)
     if scale != 1:
-        result = result.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        grey = grey.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    return grey.convert("RGB")
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The mask's boundary, `OUTLINE` pixels wide, inside the mask."""
+    picture = Image.fromarray(mask.astype(np.uint8) * 255)
+    inner = np.asarray(picture.filter(ImageFilter.MinFilter(2 * OUTLINE + 1))) > 0
+    return mask & ~inner
+
+
+def draw_masks(image: Image.Image, masks, labels: list[str] | None = None, scale: int = 1) -> Image.Image:
+    """The image, desaturated and `scale` times larger, with each mask outlined in its colour (`colour(k)`), lightly
+    tinted inside, and with `labels` its name written at its centre."""
+    image = image.convert("RGB")
+    arrays = [_mask_array(m, image.size) for m in masks]
+    canvas = np.asarray(desaturated(image, scale), dtype=np.float32).copy()
+    big = [np.kron(m, np.ones((scale, scale), dtype=bool)) if scale != 1 else m for m in arrays]
+    for k, mask in enumerate(big):
+        canvas[mask] = (1 - TINT) * canvas[mask] + TINT * np.array(colour(k), dtype=np.float32)
+    for k, mask in enumerate(big):
+        canvas[_outline(mask)] = colour(k)
+    result = Image.fromarray(canvas.astype(np.uint8))
     if labels:
         draw = ImageDraw.Draw(result)
-        for k, (mask, label) in enumerate(zip(arrays, labels)):
-            if not mask.any():
-                continue
-            ys, xs = np.nonzero(mask)
-            x, y = int(xs.mean() * scale), int(ys.mean() * scale)
-            left, top, right, bottom = draw.textbbox((x, y), label, font=_font(), anchor="mm")
-            draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
-            draw.text((x, y), label, fill=colour(k), font=_font(), anchor="mm")
+        for k, (mask, label) in enumerate(zip(big, labels)):
+            if mask.any():
+                ys, xs = np.nonzero(mask)
+                _label(draw, (int(xs.mean()), int(ys.mean())), label, colour(k))
     return result
+
+
+def _label(draw: ImageDraw.ImageDraw, centre, text: str, fill):
+    left, top, right, bottom = draw.textbbox(centre, text, font=font(), anchor="mm")
+    draw.rectangle([left - 3, top - 2, right + 3, bottom + 2], fill=(20, 20, 20))
+    draw.text(centre, text, fill=fill, font=font(), anchor="mm")
 
 
 def iou(prediction, truth) -> float:
@@ -72,42 +99,43 @@ def iou(prediction, truth) -> float:
     return float(np.logical_and(prediction, truth).sum() / union) if union else 1.0
 
 
-def ground_truth_beside_prediction(
-    image: Image.Image, truth, prediction, parts: list[str], scale: int = 3, title: str | None = None
+def compare(
+    image: Image.Image, truth, prediction, parts: list[str], scale: int = 3, lines: list[str] | None = None
 ) -> Image.Image:
-    """Three panels (image, ground truth, prediction) and a legend: each part's colour, name and IoU."""
+    """Three panels (the image, the ground truth, the prediction), a legend (each part's colour, name and IoU) and
+    `lines` of text under it (the question, the correct answer, the model's pick ...)."""
     image = image.convert("RGB")
-    panels = [
-        image.resize((image.width * scale, image.height * scale), Image.NEAREST),
-        overlay(image, truth, scale=scale),
-        overlay(image, prediction, scale=scale),
-    ]
+    panels = [image.resize((image.width * scale, image.height * scale), Image.NEAREST)]
+    panels += [draw_masks(image, truth, scale=scale), draw_masks(image, prediction, scale=scale)]
     width, height = panels[0].size
-    header = LEGEND_ROW if title else 0
-    ious = [iou(p, t) for p, t in zip(prediction, truth)]
-    canvas = Image.new("RGB", (3 * width, header + height + LEGEND_ROW * (len(parts) + 1)), "white")
+    lines = lines or []
+    legend = ROW * (1 + len(parts))
+    canvas = Image.new("RGB", (3 * width, height + legend + ROW * len(lines) + 6), "white")
     draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((4, 2), title, fill="black", font=_font())
     for i, (panel, name) in enumerate(zip(panels, ("image", "ground truth", "prediction"))):
-        canvas.paste(panel, (i * width, header))
-        draw.text((i * width + 4, header + height + 2), name, fill="black", font=_font())
-    for k, (part, value) in enumerate(zip(parts, ious)):
-        y = header + height + LEGEND_ROW * (k + 1)
-        draw.rectangle([4, y + 3, 14, y + 13], fill=colour(k))
-        draw.text((20, y + 2), f"{part}   IoU {value:.2f}", fill="black", font=_font())
+        canvas.paste(panel, (i * width, 0))
+        draw.text((i * width + 4, height + 3), name, fill="black", font=font())
+    for k, part in enumerate(parts):
+        y = height + ROW * (k + 1)
+        draw.rectangle([6, y + 4, 18, y + 16], fill=colour(k))
+        value = iou(prediction[k], truth[k]) if k < len(prediction) else 0.0
+        draw.text((26, y + 3), f"{part}   IoU {value:.2f}", fill="black", font=font())
+    for j, line in enumerate(lines):
+        draw.text((6, height + legend + ROW * j + 3), line, fill="black", font=font())
     return canvas
 
 
 def line_chart(
-    points: list[tuple[float, float]], title: str, x_label: str, y_label: str, size=(560, 360)
-) -> Image.Image:
-    """A small line chart (PIL only, no plotting library): `points` as (x, y), y in [0, 1]."""
+    series: dict[str, list[tuple[float, float]]], title: str, x_label: str, y_label: str, size=(620, 380)
+):
+    """A small line chart (PIL only): each series as (x, y) points, y in [0, 1]; the x ticks fall on the points of the
+    first series (e.g. the minutes at which a learning curve was evaluated)."""
     width, height = size
-    left, right, top, bottom = 52, 16, 44, 40
+    left, right, top, bottom = 56, 130, 44, 44
     canvas = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((8, 6), title, fill="black", font=_font())
+    draw.text((8, 8), title, fill="black", font=font(14))
+    points = [p for values in series.values() for p in values]
     x_max = max((x for x, _ in points), default=1.0) or 1.0
     plot_w, plot_h = width - left - right, height - top - bottom
 
@@ -116,17 +144,20 @@ def line_chart(
 
     for tick in np.linspace(0, 1, 6):
         _, y = position(0, tick)
-        draw.line([left, y, width - right, y], fill=(225, 225, 225))
-        draw.text((8, y - 6), f"{tick:.1f}", fill="black", font=_font())
-    for tick in np.linspace(0, x_max, 6):
-        x, _ = position(tick, 0)
-        draw.text((x - 8, height - bottom + 6), f"{tick:.1f}", fill="black", font=_font())
-    draw.rectangle([left, top, width - right, top + plot_h], outline="black")
-    if len(points) > 1:
-        draw.line([position(x, y) for x, y in points], fill=colour(3), width=2)
-    for x, y in points:
-        cx, cy = position(x, y)
-        draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour(3))
-    draw.text((left + plot_w // 2 - 30, height - 18), x_label, fill="black", font=_font())
-    draw.text((8, top - 18), y_label, fill="black", font=_font())
+        draw.line([left, y, left + plot_w, y], fill=(225, 225, 225))
+        draw.text((left - 30, y - 7), f"{tick:.1f}", fill="black", font=font())
+    first = next(iter(series.values()), [])
+    for x, _ in first:
+        px, _ = position(x, 0)
+        draw.text((px - 8, top + plot_h + 6), f"{x:g}", fill="black", font=font())
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+    for k, (name, values) in enumerate(series.items()):
+        xy = [position(x, y) for x, y in values]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour(k), width=2)
+        for cx, cy in xy:
+            draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour(k))
+        draw.text((left + plot_w + 10, top + ROW * k), name, fill=colour(k), font=font())
+    draw.text((left + plot_w // 2 - 40, height - 22), x_label, fill="black", font=font())
+    draw.text((8, top - 20), y_label, fill="black", font=font())
     return canvas

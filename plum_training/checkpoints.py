@@ -111,6 +111,18 @@ def check_saved_parameters(folder: Path, model):
         )
 
 
+def load_checkpoint(accelerator, folder: Path, model):
+    """`accelerator.load_state` of a checkpoint that holds only the trainable parameters (each of which it must hold);
+    any failure becomes one error that names the checkpoint."""
+    check_saved_parameters(folder, model)
+    try:
+        accelerator.load_state(str(folder), strict=False)
+    except Exception as error:  # torch, safetensors and pickle each raise their own types for a damaged file
+        raise CheckpointError(
+            f"checkpoint {folder} cannot be loaded: {type(error).__name__}: {error}"
+        ) from None
+
+
 def write_base_pointer(folder: Path, model_name_or_path: str, fingerprint: str):
     (Path(folder) / BASE_POINTER).write_text(
         json.dumps({"model_name_or_path": model_name_or_path, "fingerprint": fingerprint}, indent=1)

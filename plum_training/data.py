@@ -22,10 +22,11 @@ def conversation(row) -> tuple[list[tuple[str, str]], list[list[str]]]:
 
 
 class Collator:
-    """Dataset rows → PLUM training batches (ground-truth masks decoded from RLE at the original size)."""
+    """Dataset rows → PLUM training batches (ground-truth masks decoded from RLE at the original size). With
+    `keep_images`, the batch also carries the rows' images (`images`), for an embedding cache keyed by image."""
 
-    def __init__(self, processor):
-        self.processor = processor
+    def __init__(self, processor, keep_images: bool = False):
+        self.processor, self.keep_images = processor, keep_images
 
     def __call__(self, rows):
         conversations, parts = zip(*(conversation(row) for row in rows))
@@ -37,6 +38,8 @@ class Collator:
         batch["gt_masks"] = [
             torch.from_numpy(np.stack([rle.decode(m) for m in row["masks"]])).float() for row in rows
         ]
+        if self.keep_images:
+            batch["images"] = [row["image"] for row in rows]
         return batch
 
 

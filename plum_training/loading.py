@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from pathlib import Path
 
 import torch
 
@@ -48,6 +49,10 @@ def load_model_and_processor(
     if name_or_path == TINY_PRESET:
         from modeling_plum.convert import build_tiny
 
+        if device_map is not None:
+            raise ValueError(
+                "a device map needs a saved model: the tiny preset is built in-process on the CPU"
+            )
         model, processor = build_tiny(**overrides)
         if dtype not in ("auto", None):
             model = model.to(DTYPES.get(dtype, dtype))
@@ -81,15 +86,39 @@ def load_image_text_to_text(
     chat template."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = AutoModelForImageTextToText.from_pretrained(
-        name_or_path, trust_remote_code=trust_remote_code, **_from_pretrained_kwargs(dtype, device_map)
-    )
-    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    with remote_code_gate(name_or_path, trust_remote_code):
+        model = AutoModelForImageTextToText.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, **_from_pretrained_kwargs(dtype, device_map)
+        )
+        processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if not getattr(processor, "chat_template", None):
         raise ValueError(
             f"{name_or_path}: its processor has no chat template, which the answer choices are scored in"
         )
     return model, processor
+
+
+def load_any_model(name_or_path: str, trust_remote_code=False, dtype="auto", device_map=None, device=None):
+    """A PLUM checkpoint (or the tiny preset) or any image-text-to-text model, with its processor, in eval mode on
+    `device` (unless `device_map` placed it)."""
+    plum = model_kind(name_or_path, trust_remote_code) == "plum"
+    loader = load_model_and_processor if plum else load_image_text_to_text
+    model, processor = loader(name_or_path, trust_remote_code, dtype, device_map)
+    if device_map is None and device is not None:
+        model = model.to(device)
+    return model.eval(), processor
+
+
+def row_name(path) -> str:
+    """A results row's name for a model or predictions path: an export `…/run/checkpoint-922/model` is
+    `run/checkpoint-922`; a predictions file its name (its folder's for `predictions.jsonl`); a local folder its name;
+    a Hub id itself."""
+    path = Path(str(path))
+    if path.name == "model" and path.parent.name.startswith("checkpoint-"):
+        return f"{path.parent.parent.name}/{path.parent.name}"
+    if path.suffix == ".jsonl":
+        return path.parent.name if path.stem.startswith("predictions") and path.parent.name else path.stem
+    return path.name if path.exists() else str(path)
 
 
 def default_device() -> torch.device:

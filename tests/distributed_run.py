@@ -6,7 +6,8 @@ import sys
 
 from accelerate import PartialState
 
-import train_accelerate as trainer
+from plum_training import trainer
+from plum_training.arguments import parse_args
 
 if __name__ == "__main__":
     out_dir = sys.argv[sys.argv.index("--output_dir") + 1]
@@ -18,7 +19,7 @@ if __name__ == "__main__":
         return captured["model"]
 
     trainer.prepare_trainable = keep_model
-    result = trainer.train(*trainer.parse_args(sys.argv[1:]))
+    result = trainer.train(*parse_args(sys.argv[1:]))
     state = PartialState()
     model = captured["model"]
     checksum = sum(float(p.detach().double().sum()) for p in model.parameters() if p.requires_grad)

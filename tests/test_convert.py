@@ -106,7 +106,7 @@ def test_llava_and_official_sam(tiny, sam_vit_b, tmp_path, dtype):
     assert converted.feedback_pooler.film[0].proj.weight.abs().sum() == 0
     assert converted.feedback_pooler.attention.out_proj.weight.abs().sum() == 0
     assert converted.span_tagger.classifier[0].weight.std() > 0
-    assert converted_processor.sam_image_size == 1024 and converted_processor.num_image_tokens == 16
+    assert converted_processor.sam_image_size == 1024 and converted_processor.num_image_tokens == 64
 
     state = sam_vit_b.state_dict()
     del state["mask_decoder.iou_token.weight"]
@@ -198,7 +198,7 @@ def test_reference_checkpoint_imports_with_its_geometry_and_template(reference, 
     assert torch.isfinite(out.loss) and out.pred_masks[0].shape == (2, 64, 96)
 
 
-def test_reference_checkpoint_errors_name_the_key(reference, tmp_path):
+def test_reference_checkpoint_errors_name_the_key(reference, tmp_path, capsys):
     root, state, _ = reference
     broken = dict(state)
     del broken["model.token_to_mask_fcs.0.2.bias"]
@@ -211,12 +211,22 @@ def test_reference_checkpoint_errors_name_the_key(reference, tmp_path):
         "--out",
         str(tmp_path / "x"),
     ]
-    with pytest.raises(KeyError, match=r"missing keys \['span_tagger.classifier.2.bias'\]"):
-        main(["--from-reference", str(tmp_path / "missing.safetensors"), *common])
+    assert main(["--from-reference", str(tmp_path / "missing.safetensors"), *common]) == 2
+    assert "missing keys ['span_tagger.classifier.2.bias']" in capsys.readouterr().err
     extra = {**state, "model.seg_token_fc.weight": torch.zeros(1)}
     save_file({k: v.clone() for k, v in extra.items()}, str(tmp_path / "extra.safetensors"))
-    with pytest.raises(
-        KeyError, match="unexpected key in the reference checkpoint: model.seg_token_fc.weight"
-    ):
-        main(["--from-reference", str(tmp_path / "extra.safetensors"), *common])
+    assert main(["--from-reference", str(tmp_path / "extra.safetensors"), *common]) == 2
+    assert "unexpected key in the reference checkpoint: model.seg_token_fc.weight" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_inputs_are_one_line_naming_them(tmp_path, capsys):
+    """The LLaVA folder is checked first, then the SAM file: each a line on stderr, exit code 2, nothing written."""
+    out = ["--out", str(tmp_path / "x")]
+    assert main(["--llava", str(tmp_path / "no-llava"), "--sam", str(tmp_path / "no.pth"), *out]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no-llava: no such LLaVA folder" in error and "Traceback" not in error
+    (tmp_path / "llava").mkdir()
+    assert main(["--llava", str(tmp_path / "llava"), "--sam", str(tmp_path / "no.pth"), *out]) == 2
+    assert "no.pth: no such SAM checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -355,6 +355,21 @@ def test_toy_parts_are_told_apart_by_shape_not_colour():
     """The same part gets different colours in different images."""
     colours = []
     for seed in range(6):
-        image, part_masks = toy.draw_object("house", np.random.default_rng(seed))
+        image, part_masks = toy.draw_object("house", np.random.default_rng(seed), present=["wall", "roof"])
         colours.append(image[part_masks["roof"]].mean(axis=0))
     assert np.std(colours, axis=0).max() > 30
+
+
+def test_toy_instances_differ_in_what_they_show():
+    """Parts are absent at random (with what is drawn on them), never below what makes the object recognisable; the
+    masks are exactly the parts drawn."""
+    for name in ("car", "house", "lighthouse", "cat"):
+        shown = [
+            frozenset(toy.draw(i * len(toy.OBJECTS) + sorted(toy.OBJECTS).index(name))[2]) for i in range(40)
+        ]
+        assert len(set(shown)) >= 8, name  # many different visible-part sets per object
+        for parts in shown:
+            assert parts & set(toy.LARGE_PARTS[name]) and len(parts) >= toy.min_present_parts(name)
+            assert all(toy.DRAWN_ON[p] in parts for p in parts if p in toy.DRAWN_ON)
+    image, masks = toy.draw_object("house", np.random.default_rng(0), present=["wall", "door"])
+    assert set(masks) == {"wall", "door"}

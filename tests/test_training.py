@@ -16,9 +16,10 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModel
 
-import train_accelerate as trainer
 from partonomy_dataset import __main__ as dataset_cli
 from partonomy_dataset.hub_folder import write_config
+from plum_training import trainer
+from plum_training.arguments import parse_args
 from plum_training.checkpoints import CheckpointError
 from plum_training.history import read_history
 
@@ -60,7 +61,7 @@ def run(toy_folder, output_dir, *extra):
         "1",
         *extra,
     ]
-    return trainer.train(*trainer.parse_args(argv))
+    return trainer.train(*parse_args(argv))
 
 
 def trainable_names(checkpoint: Path) -> set:
@@ -121,8 +122,9 @@ def test_adapter_and_merged_exports_load_and_agree(tmp_path):
     adapted = AutoModel.from_pretrained(str(tmp_path / "adapter"), trust_remote_code=True)
     assert any("lora_" in n for n, _ in adapted.named_parameters())
     assert not any("lora_" in n for n, _ in merged.named_parameters())
-    ids = torch.randint(3, 300, (1, 30))
-    ids[0, 1 : 1 + model.config.llava_config.image_seq_length] = model.config.image_token_index
+    image_tokens = model.config.llava_config.image_seq_length
+    ids = torch.randint(3, 300, (1, image_tokens + 14))
+    ids[0, 1 : 1 + image_tokens] = model.config.image_token_index
     pixels = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         expected = peft_model.get_base_model().llava(input_ids=ids, pixel_values=pixels).logits
@@ -176,10 +178,21 @@ def test_checkpoints_that_cannot_be_resumed_are_named(toy_folder, tiny_folder, t
         CheckpointError, match=r"checkpoint-4 is not a complete checkpoint: optimizer.bin is missing"
     ):
         run(toy_folder, out, "--max_steps", "6", "--resume_from_checkpoint", str(out / "checkpoint-4"))
+    # a changed schedule is refused unless asked for
+    with pytest.raises(CheckpointError, match=r"other schedule-defining arguments \(--max_steps 4 → 6\)"):
+        run(toy_folder, out, "--max_steps", "6", "--resume_from_checkpoint", "latest")
     optimizer = out / "checkpoint-2" / "optimizer.bin"
     optimizer.write_bytes(b"\0" * optimizer.stat().st_size)  # damaged, same size
     with pytest.raises(CheckpointError, match=r"checkpoint .*checkpoint-2 cannot be loaded"):
-        run(toy_folder, out, "--max_steps", "6", "--resume_from_checkpoint", "latest")
+        run(
+            toy_folder,
+            out,
+            "--max_steps",
+            "6",
+            "--resume_from_checkpoint",
+            "latest",
+            "--override_resume_args",
+        )
     with pytest.raises(CheckpointError, match=r"was trained on tiny .* but this run loaded .*plum-tiny"):
         run(
             toy_folder,
@@ -188,7 +201,7 @@ def test_checkpoints_that_cannot_be_resumed_are_named(toy_folder, tiny_folder, t
             str(tiny_folder),
             "--trust_remote_code",
             "--max_steps",
-            "6",
+            "4",
             "--resume_from_checkpoint",
             str(out / "checkpoint-2"),
         )
@@ -287,8 +300,9 @@ def test_trackio_gets_the_logged_values(toy_folder, tmp_path):
     script = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
-import train_accelerate as trainer
-result = trainer.train(*trainer.parse_args([
+from plum_training import trainer
+from plum_training.arguments import parse_args
+result = trainer.train(*parse_args([
     "--dataset", {str(toy_folder)!r}, "--output_dir", {str(tmp_path / "run")!r}, "--max_steps", "2",
     "--save_steps", "0", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
     "--log_with", "trackio"]))
@@ -456,9 +470,7 @@ def test_two_gloo_processes_one_schedule_one_part_batches_and_rank0_pushes(one_p
     assert len(hub.commits) == 2  # only rank 0 pushed (checkpoints 4 and 8)
 
     single = trainer.train(
-        *trainer.parse_args(
-            [*common, "--output_dir", str(tmp_path / "single"), "--per_device_train_batch_size", "2"]
-        )
+        *parse_args([*common, "--output_dir", str(tmp_path / "single"), "--per_device_train_batch_size", "2"])
     )
     two = read_history(out / "log_history.jsonl")
     assert [r["step"] for r in two] == list(range(1, 9))  # written once, by the main process

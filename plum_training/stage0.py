@@ -1,0 +1,376 @@
+"""Stage 0 of the tiny PLUM: the pretraining a real PLUM inherits, made for the toy.
+
+A real PLUM starts from LLaVA-1.5 (a CLIP vision tower pretrained contrastively on image-text pairs, then a
+projector and LLaMA trained to talk about images with CLIP frozen) and from SAM (an image encoder and mask decoder
+pretrained on promptable segmentation). Stage 0 does the same at the tiny preset's sizes, in the libraries' own
+classes, on a pretraining corpus of freshly drawn toy images (`toy.draw` with another seed than the benchmark's, so
+the benchmark's images stay unseen):
+
+1. CLIP (`transformers.CLIPModel`): contrastive image-caption pretraining ("a car with a door, a wheel and a window").
+2. LLaVA (`LlavaForConditionalGeneration` + `LlavaProcessor`), CLIP frozen: the projector and LLaMA learn to name the
+   object, list its visible parts and say which object a part belongs to. Saved as an ordinary LLaVA-HF folder.
+3. SAM (`segment_anything`'s image encoder, prompt encoder and mask decoder): box-prompted part segmentation. Saved as
+   a segment_anything state dict (`sam_tiny.pth`, the layout of `sam_vit_h_4b8939.pth`).
+
+`python -m modeling_plum.convert --llava DIR --sam sam_tiny.pth` then makes the PLUM that stage 1 fine-tunes, exactly as
+it converts llava-hf/llava-1.5-13b-hf and the official SAM. Jobs 1-2 and job 3 run side by side, one thread each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from modeling_plum.configuration_plum import PlumConfig
+from modeling_plum.convert import IMAGE_TOKEN, square_clip_image_processor, train_tiny_tokenizer
+from modeling_plum.losses_plum import dice_loss, sigmoid_bce_loss
+from modeling_plum.processing_plum import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from modeling_plum.segmentation_plum import build_sam, decode_one_prompt_per_image
+from partonomy_dataset import templates
+from partonomy_dataset.sources import toy
+
+logger = logging.getLogger(__name__)
+
+CORPUS_SEED = 1042  # the benchmark's toy images are drawn with seed 42: the corpus never contains them
+PART_OWNER_QUESTION = "Which object in the image has {part}?"
+# LLaVA-1.5's conversation format, which PlumProcessor writes too: "USER: <image>\n{q} ASSISTANT: {a}</s>"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %} "
+    "{% else %}ASSISTANT:{% for item in message['content'] %}{% if item['type'] == 'text' %} {{ item['text'] }}"
+    "{% endif %}{% endfor %}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+@dataclass
+class Stage0Settings:
+    """Sizes and budgets of stage 0 (the defaults take about 4 minutes on 2 CPU cores)."""
+
+    corpus_images: int = 6000
+    clip_steps: int = 900
+    clip_batch_size: int = 64
+    clip_learning_rate: float = 1e-3
+    llava_steps: int = 500
+    llava_batch_size: int = 32
+    llava_learning_rate: float = 1e-3
+    sam_steps: int = 450
+    sam_batch_size: int = 8
+    sam_parts_per_image: int = 4
+    sam_learning_rate: float = 5e-4
+    seed: int = 0
+
+    def fingerprint(self) -> str:
+        """A short hash of the settings (and the toy's drawing code): equal settings make an equal stage 0."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        digest.update(Path(toy.__file__).read_bytes())
+        digest.update(Path(__file__).read_bytes())
+        return digest.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------------- corpus
+
+
+def draw_corpus(num_images: int, seed: int = CORPUS_SEED) -> list[tuple[str, np.ndarray, dict]]:
+    """(object, RGB image as the dataset stores it (JPEG), part masks) for `num_images` fresh toy images."""
+    import io
+
+    from PIL import Image
+
+    samples = []
+    for index in tqdm(range(num_images), desc="drawing the stage-0 corpus", leave=False):
+        name, image, masks = toy.draw(index, seed)
+        stored = np.asarray(Image.open(io.BytesIO(toy.jpeg(image))).convert("RGB"))
+        samples.append((name, stored, masks))
+    return samples
+
+
+def corpus_texts(samples) -> list[str]:
+    """What the tiny tokenizer is trained on: every question and answer stage 0 and PARTONOMY ask about the toy."""
+    texts = []
+    for name, _, masks in samples[:2000]:
+        parts = sorted(masks)
+        texts += [templates.parts_question(t, name, name) for t in templates.QUESTION_TYPES]
+        texts += [templates.parts_answer(t, name, parts, name) for t in templates.QUESTION_TYPES]
+        texts += [
+            caption(name, parts),
+            templates.object_answer(name),
+            PART_OWNER_QUESTION.format(part=parts[0]),
+        ]
+    return texts + [templates.OBJECT_QUESTION]
+
+
+def caption(name: str, parts: list[str]) -> str:
+    return f"{templates.with_article(name)} with {templates.join_parts(parts)}"
+
+
+def tasks(name: str, parts: list[str], rng) -> tuple[str, str]:
+    """One of stage 0's image-text tasks for an image: name the object, list its visible parts (of "the car" or of
+    "the object"), or say which object a visible part belongs to."""
+    task = rng.integers(4)
+    if task == 0:
+        return templates.OBJECT_QUESTION, templates.object_answer(name)
+    if task == 1:
+        return templates.parts_question("identification", name), templates.parts_answer(
+            "identification", name, parts
+        )
+    if task == 2:
+        unnamed = templates.UNNAMED_OBJECT
+        return templates.parts_question("part2whole", unnamed), templates.parts_answer(
+            "part2whole", unnamed, parts
+        )
+    part = parts[rng.integers(len(parts))]
+    return PART_OWNER_QUESTION.format(part=templates.with_article(part)), templates.object_answer(name)
+
+
+# ---------------------------------------------------------------------------------------------------- CLIP
+
+
+def clip_pixels(image_processor, samples, chunk: int = 500) -> torch.Tensor:
+    """CLIP inputs of every corpus image, `(n, 3, S, S)`, made by the CLIP image processor."""
+    return torch.cat(
+        [
+            image_processor(images=[s[1] for s in samples[i : i + chunk]], return_tensors="pt")[
+                "pixel_values"
+            ]
+            for i in range(0, len(samples), chunk)
+        ]
+    )
+
+
+def pretrain_clip(samples, pixels, tokenizer, vision_config, settings: Stage0Settings):
+    """A CLIP (vision tower at the tiny preset's size, a small text tower) trained contrastively on the corpus."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
+
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision_config.to_dict(), projection_dim=64)
+    model = CLIPModel(config).train()
+    optimizer, scheduler = _optimizer(model.parameters(), settings.clip_learning_rate, settings.clip_steps)
+    rng = np.random.default_rng(settings.seed)
+    for _ in tqdm(range(settings.clip_steps), desc="stage 0: CLIP", leave=False):
+        picked = rng.choice(len(samples), settings.clip_batch_size, replace=False)
+        captions = [caption(samples[i][0], sorted(samples[i][2])) + tokenizer.eos_token for i in picked]
+        text_inputs = tokenizer(captions, add_special_tokens=False, padding=True, return_tensors="pt")
+        loss = model(**text_inputs, pixel_values=pixels[picked], return_loss=True).loss
+        _step(loss, model.parameters(), optimizer, scheduler)
+    return model.eval()
+
+
+def _optimizer(parameters, learning_rate: float, steps: int, warmup: int = 100):
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, min(warmup, steps // 5), steps)
+
+
+def _step(loss, parameters, optimizer, scheduler):
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
+# ---------------------------------------------------------------------------------------------------- LLaVA
+
+
+def llava_processor(tokenizer, vision_config):
+    from transformers import LlavaProcessor
+
+    image_processor = square_clip_image_processor(vision_config.image_size)
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token=IMAGE_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def encode_turn(tokenizer, num_image_tokens: int, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids and LM labels (the answer only) of one image-question-answer turn, `<image>` expanded as
+    `LlavaProcessor` expands it."""
+    prompt = tokenizer(f"USER: {IMAGE_TOKEN * num_image_tokens}\n{question} ASSISTANT:")["input_ids"]
+    reply = tokenizer(f" {answer}{tokenizer.eos_token}", add_special_tokens=False)["input_ids"]
+    return prompt + reply, [-100] * len(prompt) + reply
+
+
+def pretrain_llava(samples, pixels, tokenizer, clip, settings: Stage0Settings):
+    """LLaVA at the tiny preset's size with the pretrained CLIP tower (frozen, as LLaVA-1.5 keeps it): the projector and
+    LLaMA learn the image-text tasks. Returns the model and its `LlavaProcessor`."""
+    from transformers import LlavaForConditionalGeneration
+
+    config = PlumConfig.from_preset("tiny").llava_config
+    text = config.text_config
+    text.vocab_size = len(tokenizer)
+    text.pad_token_id, text.bos_token_id, text.eos_token_id = (
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+    )
+    config.image_token_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
+    model.model.vision_tower.requires_grad_(False)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = _optimizer(trained, settings.llava_learning_rate, settings.llava_steps)
+    rng = np.random.default_rng(settings.seed + 1)
+    model.train()
+    for _ in tqdm(range(settings.llava_steps), desc="stage 0: LLaVA", leave=False):
+        picked = rng.choice(len(samples), settings.llava_batch_size, replace=False)
+        turns = [tasks(samples[i][0], sorted(samples[i][2]), rng) for i in picked]
+        encoded = [encode_turn(tokenizer, config.image_seq_length, q, a) for q, a in turns]
+        batch = _padded(encoded, tokenizer.pad_token_id)
+        loss = model(**batch, pixel_values=pixels[picked]).loss
+        _step(loss, trained, optimizer, scheduler)
+    return model.eval(), llava_processor(tokenizer, config.vision_config)
+
+
+def _padded(encoded, pad_id: int) -> dict:
+    longest = max(len(ids) for ids, _ in encoded)
+    return {
+        "input_ids": torch.tensor([ids + [pad_id] * (longest - len(ids)) for ids, _ in encoded]),
+        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (longest - len(ids)) for ids, _ in encoded]),
+        "labels": torch.tensor([labels + [-100] * (longest - len(labels)) for _, labels in encoded]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- SAM
+
+
+def box_prompts(masks: list[np.ndarray], rng, jitter: float = 0.1) -> torch.Tensor:
+    """`(n, 4)` boxes `x0, y0, x1, y1` around each mask, each side moved by up to `jitter` of the box size (SAM's own
+    box-prompt noise)."""
+    boxes = []
+    for mask in masks:
+        ys, xs = np.nonzero(mask)
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+        size = np.array([box[2] - box[0], box[3] - box[1]] * 2)
+        boxes.append(box + rng.uniform(-jitter, jitter, 4) * size)
+    return torch.tensor(np.clip(boxes, 0, masks[0].shape[0]), dtype=torch.float32)
+
+
+def _sam_batch(samples, picked, parts_per_image: int, rng):
+    """Images `(b, 3, S, S)` (0-255), and per prompt: its image's index, its box and its mask."""
+    images = torch.stack([torch.from_numpy(samples[i][1]).permute(2, 0, 1).float() for i in picked])
+    owners, boxes, masks = [], [], []
+    for b, i in enumerate(picked):
+        parts = list(samples[i][2].values())
+        parts = [parts[k] for k in rng.permutation(len(parts))[:parts_per_image]]
+        owners += [b] * len(parts)
+        boxes.append(box_prompts(parts, rng))
+        masks += parts
+    return images, torch.tensor(owners), torch.cat(boxes), torch.from_numpy(np.stack(masks)).float()
+
+
+def pretrain_sam(samples, settings: Stage0Settings) -> dict:
+    """SAM at the tiny preset's geometry, trained on box-prompted part masks of the corpus (BCE + Dice on one mask per
+    prompt, at the decoder's resolution). Returns its state dict with segment_anything's key names."""
+    image_encoder, prompt_encoder, mask_decoder = build_sam(PlumConfig.from_preset("tiny"))
+    sam = torch.nn.ModuleDict(
+        {"image_encoder": image_encoder, "prompt_encoder": prompt_encoder, "mask_decoder": mask_decoder}
+    )
+    sam.train()
+    optimizer, scheduler = _optimizer(sam.parameters(), settings.sam_learning_rate, settings.sam_steps)
+    mean, std = torch.tensor(SAM_PIXEL_MEAN)[:, None, None], torch.tensor(SAM_PIXEL_STD)[:, None, None]
+    rng = np.random.default_rng(settings.seed + 2)
+    for _ in tqdm(range(settings.sam_steps), desc="stage 0: SAM", leave=False):
+        picked = rng.choice(len(samples), settings.sam_batch_size, replace=False)
+        images, owners, boxes, masks = _sam_batch(samples, picked, settings.sam_parts_per_image, rng)
+        embeddings = image_encoder((images - mean) / std)
+        sparse, dense = prompt_encoder(points=None, boxes=boxes, masks=None)
+        # every prompt of every image in one decoder call (the image's embedding beside each of its prompts)
+        low_res = decode_one_prompt_per_image(
+            mask_decoder, embeddings[owners], prompt_encoder.get_dense_pe(), sparse, dense
+        )[:, 0]
+        target = F.adaptive_avg_pool2d(masks[:, None], low_res.shape[-2:])[
+            :, 0
+        ]  # the masks at that resolution
+        loss = 2.0 * sigmoid_bce_loss(low_res, target) + 0.5 * dice_loss(low_res, target)
+        _step(loss, sam.parameters(), optimizer, scheduler)
+    return {k: v.contiguous() for k, v in sam.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------------- the stage
+
+
+def _language_job(out: str, settings: Stage0Settings) -> dict:
+    """Job 1-2 (one process): tokenizer, CLIP, LLaVA; the LLaVA-HF folder saved to `out`."""
+    torch.set_num_threads(1)
+    torch.manual_seed(settings.seed)
+    started = time.monotonic()
+    samples = draw_corpus(settings.corpus_images)
+    tokenizer = train_tiny_tokenizer(
+        corpus_texts(samples), PlumConfig.from_preset("tiny").text_config.vocab_size, True
+    )
+    vision_config = PlumConfig.from_preset("tiny").llava_config.vision_config
+    processor = llava_processor(tokenizer, vision_config)
+    pixels = clip_pixels(processor.image_processor, samples)
+    clip = pretrain_clip(samples, pixels, tokenizer, vision_config, settings)
+    model, processor = pretrain_llava(samples, pixels, tokenizer, clip, settings)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return {"llava": out, "llava_seconds": round(time.monotonic() - started, 1)}
+
+
+def _sam_job(out: str, settings: Stage0Settings) -> dict:
+    """Job 3 (one process): SAM, saved as a segment_anything state dict to `out`."""
+    torch.set_num_threads(1)
+    torch.manual_seed(settings.seed)
+    started = time.monotonic()
+    state = pretrain_sam(draw_corpus(settings.corpus_images), settings)
+    torch.save(state, out)
+    return {"sam": out, "sam_seconds": round(time.monotonic() - started, 1)}
+
+
+def run_stage0(folder, settings: Stage0Settings | None = None) -> dict:
+    """Stage 0 into `folder/<fingerprint>/` (`llava/`, `sam_tiny.pth`, `stage0.json`); an earlier stage 0 with the same
+    settings is reused. Returns `stage0.json`'s content (paths and seconds)."""
+    settings = settings or Stage0Settings()
+    target = Path(folder) / settings.fingerprint()
+    report = target / "stage0.json"
+    if report.exists():
+        logger.info("stage 0: reusing %s", target)
+        return json.loads(report.read_text())
+    partial = target.with_name(f".{target.name}.partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    jobs = [(_language_job, str(partial / "llava")), (_sam_job, str(partial / "sam_tiny.pth"))]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pending = [pool.apply_async(job, (out, settings)) for job, out in jobs]
+        result = {k: v for p in pending for k, v in p.get().items()}
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    partial.rename(target)
+    result = {
+        "llava": str(target / "llava"),
+        "sam": str(target / "sam_tiny.pth"),
+        "llava_seconds": result["llava_seconds"],
+        "sam_seconds": result["sam_seconds"],
+        "settings": asdict(settings),
+    }
+    report.write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,72 @@
+"""Stage 0, the tiny PLUM's pretraining: a tiny LLaVA saved as an ordinary LLaVA-HF folder and a tiny SAM saved as a
+segment_anything state dict, converted by `python -m modeling_plum.convert --llava … --sam …` exactly as a real
+LLaVA-1.5 folder and SAM checkpoint are; the converted model's language model computes what the LLaVA computed."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModel, AutoProcessor, LlavaForConditionalGeneration
+
+from modeling_plum.configuration_plum import PlumConfig
+from modeling_plum.convert import main as convert
+from modeling_plum.convert import sam_geometry
+from partonomy_dataset.sources import toy
+from plum_training import stage0
+
+SMALL = stage0.Stage0Settings(
+    corpus_images=40, clip_steps=2, clip_batch_size=8, llava_steps=2, llava_batch_size=4
+)
+SMALL.sam_steps, SMALL.sam_batch_size = 2, 2
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage0")
+    stage0._language_job(str(root / "llava"), SMALL)
+    stage0._sam_job(str(root / "sam_tiny.pth"), SMALL)
+    return root
+
+
+def test_the_corpus_is_not_the_benchmarks_images():
+    corpus = stage0.draw_corpus(17)
+    benchmark = [toy.draw(i)[1] for i in range(17)]
+    assert all(not np.array_equal(c[1][:4], b[:4]) for c, b in zip(corpus, benchmark))
+    assert [c[0] for c in corpus] == sorted(toy.OBJECTS)  # every object, with its visible parts' masks
+    assert all(set(c[2]) <= {p for p, _ in toy.OBJECTS[c[0]][1]} for c in corpus)
+
+
+def test_sam_checkpoint_has_the_official_layout_and_the_tiny_geometry(pretrained):
+    state = torch.load(pretrained / "sam_tiny.pth", weights_only=True)
+    assert {k.split(".")[0] for k in state} == {"image_encoder", "prompt_encoder", "mask_decoder"}
+    tiny = PlumConfig.from_preset("tiny")
+    for field, value in sam_geometry(state).items():
+        assert getattr(tiny, field) == value, field
+
+
+def test_convert_llava_folder_gives_equal_language_model_logits(pretrained, tmp_path):
+    out = tmp_path / "plum"
+    code = convert(
+        ["--llava", str(pretrained / "llava"), "--sam", str(pretrained / "sam_tiny.pth"), "--dtype"]
+        + ["float32", "--out", str(out)]
+    )
+    assert code == 0
+    llava = LlavaForConditionalGeneration.from_pretrained(pretrained / "llava").eval()
+    llava_processor = AutoProcessor.from_pretrained(pretrained / "llava")
+    plum = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
+    plum_processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    image = Image.fromarray(toy.draw(3)[1])
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the object?"}]}
+    ]
+    messages.append({"role": "assistant", "content": [{"type": "text", "text": "It is a car."}]})
+    text = llava_processor.apply_chat_template(messages, tokenize=False)
+    inputs = llava_processor(text=[text], images=[image], return_tensors="pt")
+    ours = plum_processor(images=[image], conversations=[[("What is the object?", "It is a car.")]])
+    assert ours["input_ids"].tolist() == inputs["input_ids"].tolist()  # one conversation format
+    assert torch.equal(ours["pixel_values"], inputs["pixel_values"])
+    with torch.no_grad():
+        expected = llava(**inputs).logits
+        logits = plum(**{k: ours[k] for k in ("input_ids", "attention_mask", "pixel_values")}).logits
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert plum.config.train_sam_image_encoder is False  # frozen, as for a real SAM
