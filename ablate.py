@@ -1,348 +1,120 @@
-"""`make ablate`: PLUM's design choices, each switched off, side by side on the toy set, on a CPU.
+"""`make ablate`: PLUM's mechanisms switched off one at a time, on the toy set, with 95 % intervals (on 2 CPU cores).
 
-Stage 0 gives the tiny model a text ability to lose: it learns to name the category of the object in a toy image
-("What kind of thing is in the image?" → "It is a vehicle."), a task the segmentation data never asks. The stage-0
-checkpoint is saved once and every variant starts from it, fine-tunes for segmentation with the same number of
-optimizer steps, and is measured on held-out toy questions: micro / macro gIoU of teacher-forced masks, answer-choice
-accuracy, and the text task before and after (accuracy among the five categories, and the mean token negative
-log-likelihood of the correct answer).
+A thin command line over `plum_training.ablation` (its docstring says how each variant is run, measured and judged).
+Stage 0 and the conversion are `make demo`'s (shared, cached by their settings). Outputs in `outputs/ablation/`:
+`runs.jsonl` (one line per finished variant x seed: a killed run restarts where it stopped), `ablation.json` (the
+table), `ablation.md` and `trade_off.png` (micro-gIoU against text retention, one point per λ_KL).
 
-Variants (one switch each, PLUM's defaults otherwise): full PLUM; no feedback loop; LISA's `[SEG]` token instead of
-the span tagger; λ_KL = 0 and 1 (0.1 is full PLUM); Dice instead of Focal-Tversky. Two fine-tunes run at once, one
-thread each (the tiny model's small operations do not use a second thread).
-
-    python ablate.py                 # the full run: 3 seeds, about 45 minutes on 2 cores
-    python ablate.py --quick         # a few minutes: every variant, 1 seed, a handful of steps (the test suite)
+    python ablate.py            # 7 variants x 5 seeds, two fine-tunes at once (about 80 minutes on 2 cores)
+    python ablate.py --quick    # a few minutes: every variant, 2 seeds, a handful of steps (the test suite)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import os
-import shutil
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 
-import numpy as np
+from plum_training import ablation
+from plum_training.stage0 import Stage0Settings
 
-OUT = Path("outputs")
-TEXT_QUESTION = "What kind of thing is in the image?"
-
-# name → (PlumConfig overrides, what the paper reports for it)
-VARIANTS = {
-    "full PLUM": ({}, "the reference row"),
-    "no feedback loop": ({"use_feedback": False}, "lower gIoU (Fig. 5a: -6.5 micro / -6.3 macro)"),
-    "[SEG] token (LISA)": (
-        {"segmentation_query": "seg_token"},
-        "lower gIoU and a weaker text ability (Fig. 5a, Table 5)",
-    ),
-    "λ_KL = 0": ({"kl_loss_weight": 0.0}, "higher gIoU, weaker text ability (Fig. 5b)"),
-    "λ_KL = 1": ({"kl_loss_weight": 1.0}, "lower gIoU, stronger text ability (Fig. 5b)"),
-    "Dice instead of Focal-Tversky": (
-        {"use_focal_tversky": False},
-        "lower gIoU (§4: FTL gives sharper masks)",
-    ),
-}
+QUICK = {"seeds": 2, "steps": 3, "warmup_steps": 1, "questions": 4, "naming_images": 4, "parallel": 1}
 
 
-# ---------------------------------------------------------------------------------------------------- text task
+def prepare(out: Path, toy_images: int, stage0_settings: Stage0Settings) -> tuple[str, str, int, dict]:
+    """The toy set, the converted stage-0 model (shared by every variant), the [SEG] token's id and the base model's
+    text abilities (what retention is measured against)."""
+    from transformers import AutoTokenizer
+
+    from modeling_plum.convert import SEG_TOKEN
+    from plum_demo.pipeline import DemoSettings, build_toy, convert
+    from plum_training import stage0
+
+    data = build_toy(DemoSettings(out=str(out), toy_images=toy_images))
+    pretrained = stage0.run_stage0(out / "stage0", stage0_settings)
+    base = out / "ablation" / "base"
+    if not (base / "config.json").exists():
+        convert(pretrained, base)
+    seg_token_index = AutoTokenizer.from_pretrained(base).convert_tokens_to_ids(SEG_TOKEN)
+    return str(base), str(data), seg_token_index, base_text(base, data)
 
 
-def category_answer(category: str) -> str:
-    from partonomy_dataset.templates import object_answer
-
-    return object_answer(category)
-
-
-def text_task(model, processor, rows, categories) -> dict:
-    """Accuracy of naming the object's category among all categories, and the mean token negative log-likelihood of
-    the correct answer (the same shared-prefix scoring as the benchmark's choices)."""
-    from plum_training.scoring import PlumChoiceScorer
-
-    scorer = PlumChoiceScorer(model.eval(), processor)
-    choices = [category_answer(c) for c in categories]
-    right, losses = [], []
-    for row in rows:
-        scores = scorer(row["image"], [(TEXT_QUESTION, None)], choices)
-        truth = categories.index(row["object_category"])
-        right.append(int(scores.argmax()) == truth)
-        losses.append(-float(scores[truth]))
-    return {"text_accuracy": float(np.mean(right)), "text_nll": float(np.mean(losses))}
-
-
-def one_row_per_image(dataset, limit: int) -> list[dict]:
-    rows, seen = [], set()
-    for row in dataset:
-        if row["image_id"] not in seen:
-            seen.add(row["image_id"])
-            rows.append(row)
-        if len(rows) == limit:
-            break
-    return rows
-
-
-def stage0(data_dir: Path, out: Path, steps: int, seed: int, text_rows: int) -> dict:
-    """Teaches the tiny PLUM (with `[SEG]` in its vocabulary, so every variant shares the checkpoint) to name the
-    category of the object, training LLaVA (CLIP, projector, LLaMA) on that text task alone; saves the checkpoint."""
-    import datasets
-    import torch
-    from tqdm.auto import tqdm
-
-    from modeling_plum.convert import build_tiny, save
-
-    torch.manual_seed(seed)
-    model, processor = build_tiny(seg_token=True)
-    train = one_row_per_image(datasets.load_dataset(str(data_dir), "toy", split="train"), 10**9)
-    held_out = one_row_per_image(datasets.load_dataset(str(data_dir), "toy", split="validation"), text_rows)
-    categories = sorted({row["object_category"] for row in train})
-    before = text_task(model, processor, held_out, categories)
-    model.train()
-    optimizer = torch.optim.AdamW(model.llava.parameters(), lr=1e-3, weight_decay=0.0)
-    rng = np.random.default_rng(seed)
-    for _ in tqdm(range(steps), desc="stage 0: naming categories", leave=False):
-        chunk = [train[i] for i in rng.choice(len(train), size=8, replace=False)]
-        batch = processor(
-            images=[row["image"] for row in chunk],
-            conversations=[[(TEXT_QUESTION, category_answer(row["object_category"]))] for row in chunk],
-        )
-        batch.pop("spans")
-        batch.pop("sam_pixel_values")
-        out_ = model(**batch)
-        out_.lm_loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    after = text_task(model, processor, held_out, categories)
-    save(model.eval(), processor, out)
-    return {"untrained": before, "stage0": after, "categories": categories}
-
-
-# ---------------------------------------------------------------------------------------------------- variants
-
-
-def fine_tune(job: dict) -> dict:
-    """One variant and seed: segmentation fine-tune from the stage-0 checkpoint, then its measurements."""
+def base_text(base: Path, data: Path) -> dict:
     import datasets
 
-    import train_accelerate as trainer
+    from partonomy_dataset.sources import toy
+    from plum_training import evaluation
     from plum_training.loading import load_model_and_processor
 
-    started = time.monotonic()
-    overrides = VARIANTS[job["variant"]][0]
-    result = trainer.train(
-        *trainer.parse_args(
-            [
-                "--model_name_or_path",
-                job["stage0"],
-                "--trust_remote_code",
-                "--config_overrides",
-                json.dumps(overrides),
-                "--dataset",
-                job["data"],
-                "--configs",
-                "toy",
-                "--output_dir",
-                job["out"],
-                "--per_device_train_batch_size",
-                str(job["batch_size"]),
-                "--gradient_accumulation_steps",
-                "1",
-                "--max_steps",
-                str(job["steps"]),
-                "--warmup_steps",
-                str(min(100, max(1, job["steps"] // 10))),
-                "--learning_rate",
-                str(job["learning_rate"]),
-                "--seed",
-                str(job["seed"]),
-                "--save_steps",
-                "0",
-                "--logging_steps",
-                "1000",
-                "--mixed_precision",
-                "no",
-            ]
-        )
-    )
-    export = Path(result["final_checkpoint"]) / "model"
-    model, processor = load_model_and_processor(str(export), trust_remote_code=True)
-    validation = datasets.load_dataset(job["data"], "toy", split="validation")
-    rows = list(validation.select(range(min(len(validation), job["questions"]))))
-    measured = trainer.evaluate_model(model, processor, rows)
-    text = text_task(model, processor, one_row_per_image(validation, job["text_rows"]), job["categories"])
-    shutil.rmtree(job["out"], ignore_errors=True)  # checkpoints are not kept: the numbers are the output
-    return {
-        "variant": job["variant"],
-        "seed": job["seed"],
-        "micro_giou": measured["micro_giou"],
-        "macro_giou": measured["macro_giou"],
-        "choice_accuracy": measured["choice_accuracy"],
-        **text,
-        "steps": result["history"][-1]["step"],
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    model, processor = load_model_and_processor(str(base), trust_remote_code=True)
+    validation = evaluation.one_row_per_image(datasets.load_dataset(str(data), "toy", split="validation"))
+    return evaluation.object_naming(model, processor, validation[:120], sorted(toy.OBJECTS))
 
 
-def _worker(job):
-    # One thread per pool worker (they run side by side); set here, not in fine_tune, so that an in-process run
-    # (`--parallel 1`, the tests) leaves the caller's thread count alone.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-    return fine_tune(job)
-
-
-# ---------------------------------------------------------------------------------------------------- report
-
-
-def summarise(runs: list[dict], stage: dict) -> dict:
-    metrics = ("micro_giou", "macro_giou", "choice_accuracy", "text_accuracy", "text_nll")
-    table = {}
-    for variant in VARIANTS:
-        mine = [r for r in runs if r["variant"] == variant]
-        if not mine:
-            continue
-        table[variant] = {
-            m: {"mean": float(np.mean([r[m] for r in mine])), "std": float(np.std([r[m] for r in mine]))}
-            for m in metrics
-        }
-        table[variant]["seeds"] = len(mine)
-        table[variant]["text_retention"] = table[variant]["text_accuracy"]["mean"] / max(
-            stage["stage0"]["text_accuracy"], 1e-9
-        )
-    full = table.get("full PLUM")
-    for variant, row in table.items():
-        row["paper"] = VARIANTS[variant][1]
-        row["agrees"] = agreement(variant, row, full)
-    return table
-
-
-def agreement(variant: str, row: dict, full: dict | None) -> str:
-    """Whether the toy run moves in the paper's direction against full PLUM ("yes", "no", or "—")."""
-    if full is None or variant == "full PLUM":
-        return "—"
-
-    def delta(metric):
-        return row[metric]["mean"] - full[metric]["mean"]
-
-    giou = delta("micro_giou") + delta("macro_giou")
-    text = delta("text_accuracy") - delta("text_nll")  # better text: higher accuracy, lower NLL
-    expected = {
-        "no feedback loop": giou < 0,
-        "[SEG] token (LISA)": giou < 0 and text < 0,
-        "λ_KL = 0": giou > 0 and text < 0,
-        "λ_KL = 1": giou < 0 and text > 0,
-        "Dice instead of Focal-Tversky": giou < 0,
-    }[variant]
-    return "yes" if expected else "no"
-
-
-def markdown(table: dict, stage: dict, settings: dict) -> str:
-    def cell(row, metric, scale=100.0, digits=1):
-        m = row[metric]
-        return f"{scale * m['mean']:.{digits}f} ± {scale * m['std']:.{digits}f}"
+def markdown(table: dict, before: dict, settings: dict) -> str:
+    def cell(value, scale=100.0, digits=1):
+        return f"{scale * value['mean']:.{digits}f} [{scale * value['low']:.{digits}f}, {scale * value['high']:.{digits}f}]"
 
     lines = [
-        f"Toy set, tiny PLUM; {settings['seeds']} seed(s) per variant; each variant fine-tuned for "
-        f"{settings['steps']} optimizer steps (batch {settings['batch_size']}, peak lr {settings['learning_rate']}) "
-        f"from one stage-0 checkpoint; {settings['questions']} held-out questions, text task on "
-        f"{settings['text_rows']} held-out images. Text task before fine-tuning: accuracy "
-        f"{100 * stage['stage0']['text_accuracy']:.1f} %, NLL {stage['stage0']['text_nll']:.3f} (untrained: "
-        f"{100 * stage['untrained']['text_accuracy']:.1f} %, {stage['untrained']['text_nll']:.3f}).",
+        f"{settings['seeds']} seeds per variant, {settings['steps']} optimizer updates each (batch "
+        f"{settings['batch_size']}, peak lr {settings['learning_rate']}) from one converted stage-0 model; "
+        f"{settings['questions']} held-out questions; naming on {settings['naming_images']} held-out images (before the "
+        f"fine-tune: accuracy {100 * before['naming_accuracy']:.1f} %, NLL {before['answer_nll']:.3f}). Means with 95 % "
+        "t-intervals; Δ = variant − full PLUM, paired by seed.",
         "",
-        "| variant | micro-gIoU | macro-gIoU | choice acc. | text acc. | text NLL | paper | toy agrees |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| variant | micro-gIoU | Δ micro-gIoU | naming acc. | NLL | Δ NLL | paper | toy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for variant, row in table.items():
+        m, d = row["metrics"], row["differences"]
+        verdicts = ", ".join(f"{k}: {v}" for k, v in row["verdicts"].items()) or "—"
+        delta_giou = cell(d["micro_giou"]) if d else "—"
+        delta_nll = cell(d["answer_nll"], 1.0, 3) if d else "—"
         lines.append(
-            f"| {variant} | {cell(row, 'micro_giou')} | {cell(row, 'macro_giou')} | {cell(row, 'choice_accuracy')} | "
-            f"{cell(row, 'text_accuracy')} | {cell(row, 'text_nll', 1.0, 3)} | {row['paper']} | {row['agrees']} |"
+            f"| {variant} | {cell(m['micro_giou'])} | {delta_giou} | {cell(m['naming_accuracy'])} | "
+            f"{cell(m['answer_nll'], 1.0, 3)} | {delta_nll} | {row['paper']} | {verdicts} |"
         )
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
+    defaults = ablation.AblationSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="a few minutes: 1 seed, a few steps, few questions"
+        "--quick", action="store_true", help="2 seeds, a few steps: checks that everything runs"
     )
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument(
-        "--steps", type=int, default=400, help="optimizer steps per variant (the same for all)"
-    )
-    parser.add_argument("--stage0-steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=6e-4)
-    parser.add_argument("--questions", type=int, default=150, help="held-out toy questions per variant")
-    parser.add_argument("--text-rows", type=int, default=100, help="held-out images for the text task")
+    for f in fields(ablation.AblationSettings):
+        if f.name != "variants":
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)))
     parser.add_argument("--toy-images", type=int, default=1200)
-    parser.add_argument("--parallel", type=int, default=2, help="fine-tunes at once (one thread each)")
-    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--out", default="outputs")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.steps, args.stage0_steps, args.questions, args.text_rows = 1, 3, 5, 6, 6
-        args.toy_images, args.parallel = min(args.toy_images, 60), 1
+    names = {f.name for f in fields(ablation.AblationSettings)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    settings = ablation.AblationSettings(**{**(QUICK if args.quick else {}), **given})
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    data = out / ("partonomy" if not args.quick else "partonomy-ablate-quick")
-    if not (data / "data" / "toy").exists():
-        from partonomy_dataset import __main__ as dataset_cli
-
-        code = dataset_cli.main(
-            ["build", "--config", "toy", "--out", str(data), "--toy-num-images", str(args.toy_images)]
-        )
-        if code:
-            raise SystemExit(code)
-    stage0_dir = out / "ablation" / "stage0"
-    stage = stage0(data, stage0_dir, args.stage0_steps, seed=0, text_rows=args.text_rows)
-    print(
-        f"stage 0: text task accuracy {stage['untrained']['text_accuracy']:.2f} → {stage['stage0']['text_accuracy']:.2f}"
+    toy_images, stage0_settings = (
+        (60, Stage0Settings.quick()) if args.quick else (args.toy_images, Stage0Settings())
     )
-    jobs = [
-        {
-            "variant": variant,
-            "seed": seed,
-            "stage0": str(stage0_dir),
-            "data": str(data),
-            "out": str(out / "ablation" / "runs" / f"{variant}-{seed}".replace(" ", "_")),
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "questions": args.questions,
-            "text_rows": args.text_rows,
-            "categories": stage["categories"],
-        }
-        for seed in range(args.seeds)
-        for variant in VARIANTS
-    ]
-    if args.parallel > 1:
-        with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
-            runs = []
-            for run in pool.imap_unordered(_worker, jobs):
-                runs.append(run)
-                print(
-                    f"  {run['variant']:<32} seed {run['seed']}: micro {run['micro_giou']:.3f} ({run['seconds']} s)"
-                )
-    else:
-        runs = [fine_tune(job) for job in jobs]
-    table = summarise(runs, stage)
-    settings = {
-        k: getattr(args, k)
-        for k in ("seeds", "steps", "batch_size", "learning_rate", "questions", "text_rows")
-    }
-    result = {
-        "settings": settings,
-        "stage0": stage,
-        "runs": runs,
-        "table": table,
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    (out / "ablation.json").write_text(json.dumps(result, indent=1))
-    print(markdown(table, stage, settings))
-    print(f"\n{result['seconds']:.0f} s in all; outputs in {out / 'ablation.json'}")
+    base, data, seg_index, before = prepare(out, toy_images, stage0_settings)
+    folder = out / "ablation"
+    jobs = ablation.plan(settings, base, data, folder, seg_index)
+    runs = ablation.run_plan(jobs, folder / "runs.jsonl", settings.parallel)
+    table = ablation.summarise(runs)
+    result = {"settings": asdict(settings), "before": before, "table": table, "runs": runs}
+    result["trade_off"] = ablation.trade_off_points(table, before)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    (folder / "ablation.json").write_text(json.dumps(result, indent=1))
+    report = markdown(table, before, asdict(settings))
+    (folder / "ablation.md").write_text(report + "\n")
+    from plum_demo.drawing import trade_off_chart
+
+    trade_off_chart(result["trade_off"]).save(folder / "trade_off.png")
+    print(report)
+    print(f"\n{result['seconds']:.0f} s; outputs in {folder}")
     return result
 
 

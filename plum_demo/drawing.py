@@ -161,3 +161,47 @@ def line_chart(
     draw.text((left + plot_w // 2 - 40, height - 22), x_label, fill="black", font=font())
     draw.text((8, top - 20), y_label, fill="black", font=font())
     return canvas
+
+
+def trade_off_chart(points: list[dict], size=(620, 400)) -> Image.Image:
+    """Fig. 5b's trade-off: micro-gIoU (y) against text retention (x), one point per λ_KL with its 95 % intervals as
+    error bars. `points`: dicts with `kl_loss_weight` and `micro_giou` / `retention` as {mean, low, high}."""
+    width, height = size
+    left, right, top, bottom = 60, 30, 44, 50
+    canvas = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text(
+        (8, 8),
+        "micro-gIoU against text retention, one point per λ_KL (95 % intervals)",
+        fill="black",
+        font=font(14),
+    )
+    xs = [v for p in points for v in (p["retention"]["low"], p["retention"]["high"])] or [0.0, 1.0]
+    ys = [v for p in points for v in (p["micro_giou"]["low"], p["micro_giou"]["high"])] or [0.0, 1.0]
+    x0, x1 = min(xs) - 0.05, max(xs) + 0.05
+    y0, y1 = min(ys) - 0.05, max(ys) + 0.05
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def position(x, y):
+        return left + plot_w * (x - x0) / (x1 - x0), top + plot_h * (1 - (y - y0) / (y1 - y0))
+
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+    for tick in np.linspace(y0, y1, 5):
+        draw.text((8, position(x0, tick)[1] - 7), f"{tick:.2f}", fill="black", font=font())
+    for tick in np.linspace(x0, x1, 5):
+        draw.text((position(tick, y0)[0] - 12, top + plot_h + 6), f"{tick:.2f}", fill="black", font=font())
+    for k, point in enumerate(points):
+        g, r = point["micro_giou"], point["retention"]
+        cx, cy = position(r["mean"], g["mean"])
+        draw.line([position(r["low"], g["mean"]), position(r["high"], g["mean"])], fill=colour(k), width=2)
+        draw.line([position(r["mean"], g["low"]), position(r["mean"], g["high"])], fill=colour(k), width=2)
+        draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=colour(k))
+        draw.text((cx + 6, cy - 16), f"λ_KL = {point['kl_loss_weight']:g}", fill="black", font=font())
+    draw.text(
+        (left + plot_w // 2 - 110, height - 22),
+        "text retention (naming accuracy after / before)",
+        fill="black",
+        font=font(),
+    )
+    draw.text((8, top - 20), "micro-gIoU", fill="black", font=font())
+    return canvas

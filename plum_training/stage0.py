@@ -57,11 +57,11 @@ CHAT_TEMPLATE = (
 class Stage0Settings:
     """Sizes and budgets of stage 0 (the defaults take about 4 minutes on 2 CPU cores)."""
 
-    corpus_images: int = 6000
-    clip_steps: int = 900
+    corpus_images: int = 5000
+    clip_steps: int = 700
     clip_batch_size: int = 64
     clip_learning_rate: float = 1e-3
-    llava_steps: int = 500
+    llava_steps: int = 400
     llava_batch_size: int = 32
     llava_learning_rate: float = 1e-3
     sam_steps: int = 450
@@ -69,6 +69,18 @@ class Stage0Settings:
     sam_parts_per_image: int = 4
     sam_learning_rate: float = 5e-4
     seed: int = 0
+
+    @classmethod
+    def quick(cls) -> Stage0Settings:
+        """A few steps of everything on a small corpus: checks that stage 0 runs (the tests, `--quick` modes)."""
+        small = {
+            "corpus_images": 40,
+            "clip_steps": 2,
+            "clip_batch_size": 8,
+            "llava_steps": 2,
+            "llava_batch_size": 4,
+        }
+        return cls(**small, sam_steps=2, sam_batch_size=2)
 
     def fingerprint(self) -> str:
         """A short hash of the settings (and the toy's drawing code): equal settings make an equal stage 0."""
@@ -90,7 +102,7 @@ def draw_corpus(num_images: int, seed: int = CORPUS_SEED) -> list[tuple[str, np.
     samples = []
     for index in tqdm(range(num_images), desc="drawing the stage-0 corpus", leave=False):
         name, image, masks = toy.draw(index, seed)
-        stored = np.asarray(Image.open(io.BytesIO(toy.jpeg(image))).convert("RGB"))
+        stored = np.array(Image.open(io.BytesIO(toy.jpeg(image))).convert("RGB"))
         samples.append((name, stored, masks))
     return samples
 
