@@ -1,9 +1,14 @@
 """Training checkpoints that hold only what training changes, loadable exports, and resumption.
 
 A checkpoint (`output_dir/checkpoint-N/`) is `accelerator.save_state` restricted to the trainable parameters (LoRA,
-the PLUM heads, SAM's decoder ...) plus the optimizer, scheduler, RNG and data position, and `base_model.json`: a
-pointer to the frozen base weights (path or Hub id and their fingerprint). It is written into a temporary folder and
-renamed when complete; `training_state.json` lists every file with its size, so an incomplete copy is recognised.
+the PLUM heads, SAM's decoder ...) plus the optimizer, RNG and data position, the learning-rate scheduler's state as
+JSON (`scheduler.json`), and `base_model.json`: a pointer to the frozen base weights (path or Hub id and their
+fingerprint). It is written into a temporary folder and renamed when complete; `training_state.json`, written last,
+lists every file with its size and sha256, so an incomplete copy or a file damaged since is recognised before anything
+is loaded. A write that fails (a full disk) removes the temporary folder and leaves the earlier checkpoints as they are.
+Resuming unpickles no code: accelerate reads its `.bin` / `.pkl` files with `torch.load(weights_only=True)`, and the
+scheduler state of checkpoints written before `scheduler.json` (accelerate's `custom_checkpoint_0.pkl`) is read the
+same way, not with accelerate's `weights_only=False`.
 An export (`checkpoint-N/model/`) is a complete folder `AutoModel.from_pretrained` loads: the LoRA update folded into
 the weights (`merged`) or beside them (`adapter`), built tensor by tensor on the CPU, never as a second copy of the
 model on the accelerator.
@@ -11,22 +16,34 @@ model on the accelerator.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
+import re
 import shutil
+import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.json"
 BASE_POINTER = "base_model.json"
+SCHEDULER_FILE = "scheduler.json"
+PICKLED_STATE = re.compile(r"^custom_checkpoint_\d+\.pkl$")  # accelerate's registered objects, pickled
+POSITION_KEYS = ("step", "epoch", "batch_in_epoch")
 EXPORT_DIR = "model"
 EXPORT_FORMATS = ("merged", "adapter")
 PEFT_PREFIX = "base_model.model."
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from; the message names it."""
+    """A checkpoint that cannot be resumed from, or written; the message names it."""
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 # ---------------------------------------------------------------------------------------------------- finding
@@ -40,40 +57,118 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def incomplete_reason(folder: Path) -> str | None:
-    """Why `folder` is not a complete checkpoint, or None when it is."""
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_file_name(name) -> bool:
+    return (
+        isinstance(name, str) and bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
+    )
+
+
+def manifest_problem(state) -> str | None:
+    """What is wrong with the parsed `training_state.json` of a checkpoint, or None: the data position (whole numbers),
+    the schedule arguments (an object, when present), the files with their sizes and, since they are recorded, their
+    sha256 digests (every listed file has one)."""
+    if not isinstance(state, dict):
+        return f"{STATE_FILE} holds a {type(state).__name__}, not an object"
+    for key in (*POSITION_KEYS, "files"):
+        if key not in state:
+            return f"{STATE_FILE} lacks {key!r}"
+    for key in POSITION_KEYS:
+        if not _is_count(state[key]):
+            return f"{STATE_FILE}: {key} is {state[key]!r}, not a whole number >= 0"
+    if state.get("schedule") is not None and not isinstance(state["schedule"], dict):
+        return f"{STATE_FILE}: schedule is {state['schedule']!r}, not an object"
+    files = state["files"]
+    if not isinstance(files, dict) or not all(_is_file_name(k) and _is_count(v) for k, v in files.items()):
+        return f"{STATE_FILE}: files is not an object of file names (inside the checkpoint) and sizes"
+    digests = state.get("sha256")
+    if digests is None:
+        return None  # written before checksums: sizes only
+    if not isinstance(digests, dict) or not all(
+        isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in digests.values()
+    ):
+        return f"{STATE_FILE}: sha256 is not an object of file names and sha256 digests"
+    unmatched = sorted(set(files) ^ set(digests))
+    if unmatched:
+        return f"{STATE_FILE} lists {unmatched[0]!r} with a size but no sha256, or the other way round"
+    return None
+
+
+def _read_manifest(folder: Path) -> tuple[dict | None, str | None]:
     state_file = Path(folder) / STATE_FILE
-    if not state_file.exists():
-        return f"no {STATE_FILE}"
+    if not state_file.is_file():
+        return None, f"no {STATE_FILE}"
     try:
-        state = json.loads(state_file.read_text())
-    except json.JSONDecodeError as error:
-        return f"{STATE_FILE} is not valid JSON ({error})"
-    for name, size in state.get("files", {}).items():
-        path = Path(folder) / name
-        if not path.exists():
+        state = json.loads(state_file.read_bytes())
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, f"{STATE_FILE} is not readable JSON ({_one_line(error)})"
+    return state, manifest_problem(state)
+
+
+def incomplete_reason(folder: Path) -> str | None:
+    """Why `folder` cannot be resumed from, or None when it is a complete, intact checkpoint: no or a malformed
+    `training_state.json`, a listed file missing or of another size, or a file whose sha256 is not the recorded one."""
+    folder = Path(folder)
+    state, problem = _read_manifest(folder)
+    if problem is not None:
+        return problem
+    for name, size in state["files"].items():
+        path = folder / name
+        if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != size:
             return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    digests = state.get("sha256")
+    if digests is None:
+        logger.warning(
+            "%s was written without sha256 digests: only the sizes of its files are checked", folder
+        )
+        return None
+    for name, digest in digests.items():
+        if sha256(folder / name) != digest:
+            return f"{name} was changed after it was written (its sha256 is not the one in {STATE_FILE})"
     return None
 
 
 def resolve_resume(path: str | None, output_dir: Path) -> Path | None:
-    """`latest`: the newest complete checkpoint of `output_dir` (incomplete ones are skipped with a warning naming
-    them); a folder: that checkpoint, which must be complete."""
+    """`latest`: the newest complete, intact checkpoint of `output_dir` (the others are skipped with a warning naming
+    them and why; when there are checkpoints but none is intact, a `CheckpointError` lists them); a folder: that
+    checkpoint, which must be complete and intact."""
     if path is None:
         return None
     if path == "latest":
+        skipped = []
         for folder in reversed(checkpoints(output_dir)):
             reason = incomplete_reason(folder)
             if reason is None:
                 return folder
-            logger.warning("skipping %s: not a complete checkpoint (%s)", folder, reason)
+            logger.warning("skipping %s: not a complete, intact checkpoint (%s)", folder, reason)
+            skipped.append(f"checkpoint {folder} cannot be loaded ({reason})")
+        if skipped:
+            raise CheckpointError(
+                f"{output_dir} holds no intact checkpoint to resume from: {'; '.join(skipped)}"
+            )
         return None
     reason = incomplete_reason(Path(path))
     if reason is not None:
         raise CheckpointError(f"{path} is not a complete checkpoint: {reason}")
     return Path(path)
+
+
+def read_state(folder: Path) -> dict:
+    """The checked `training_state.json` of a checkpoint: step, epoch, batch_in_epoch, schedule, files ..."""
+    state, problem = _read_manifest(folder)
+    if problem is not None:
+        raise CheckpointError(f"{folder} is not a complete checkpoint: {problem}")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------------- state
@@ -90,6 +185,61 @@ def trainable_only_hook(model):
                 del state[key]
 
     return hook
+
+
+@contextlib.contextmanager
+def _scheduler_unregistered(accelerator, scheduler):
+    """accelerate pickles the objects registered for checkpointing (`custom_checkpoint_N.pkl`) and unpickles them
+    with `weights_only=False`: the scheduler's state is written as JSON instead, so while saving and loading it is out
+    of accelerate's list (accelerate 1.15 has no other way to leave one out)."""
+    registered = accelerator._custom_objects
+    accelerator._custom_objects = [obj for obj in registered if obj is not scheduler]
+    try:
+        yield
+    finally:
+        accelerator._custom_objects = registered
+
+
+def save_training_state(accelerator, folder: Path, scheduler):
+    """`accelerator.save_state` (every process) with the scheduler's state in `scheduler.json` (the main process)."""
+    with _scheduler_unregistered(accelerator, scheduler):
+        accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        (Path(folder) / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict(), indent=1))
+
+
+@contextlib.contextmanager
+def _without_pickled_state(folder: Path):
+    """`folder`, or, when it holds accelerate's pickled scheduler state (written before `scheduler.json`), a view of
+    it without that file (symbolic links), so that accelerate does not unpickle it: `load_scheduler` reads it."""
+    pickled = [name for name in os.listdir(folder) if PICKLED_STATE.match(name)]
+    if not pickled:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="plum-resume-") as view:
+        for name in os.listdir(folder):
+            if name not in pickled:
+                os.symlink(Path(folder, name).resolve(), Path(view, name))
+        yield Path(view)
+
+
+def load_scheduler(folder: Path, scheduler):
+    """The scheduler's state from `scheduler.json`, or from the `custom_checkpoint_0.pkl` of an older checkpoint read
+    with `weights_only=True` (plain numbers and lists; anything else is refused)."""
+    path = Path(folder) / SCHEDULER_FILE
+    if path.exists():
+        state = json.loads(path.read_text())
+    elif (Path(folder) / "custom_checkpoint_0.pkl").exists():
+        import torch
+
+        state = torch.load(Path(folder) / "custom_checkpoint_0.pkl", map_location="cpu", weights_only=True)
+    else:
+        raise CheckpointError(
+            f"checkpoint {folder} holds no learning-rate scheduler state ({SCHEDULER_FILE})"
+        )
+    if not isinstance(state, dict) or not {"last_epoch", "base_lrs"} <= set(state):
+        raise CheckpointError(f"checkpoint {folder}: the scheduler state is not a learning-rate scheduler's")
+    scheduler.load_state_dict(state)
 
 
 def check_saved_parameters(folder: Path, model):
@@ -111,16 +261,18 @@ def check_saved_parameters(folder: Path, model):
         )
 
 
-def load_checkpoint(accelerator, folder: Path, model):
-    """`accelerator.load_state` of a checkpoint that holds only the trainable parameters (each of which it must hold);
-    any failure becomes one error that names the checkpoint."""
-    check_saved_parameters(folder, model)
+def load_checkpoint(accelerator, folder: Path, model, scheduler):
+    """`accelerator.load_state` of a checkpoint that holds only the trainable parameters (each of which it must hold),
+    then the scheduler's state; any failure becomes one `CheckpointError` that names the checkpoint."""
     try:
-        accelerator.load_state(str(folder), strict=False)
+        check_saved_parameters(folder, model)
+        with _scheduler_unregistered(accelerator, scheduler), _without_pickled_state(folder) as source:
+            accelerator.load_state(str(source), strict=False)
+        load_scheduler(folder, scheduler)
+    except CheckpointError:
+        raise
     except Exception as error:  # torch, safetensors and pickle each raise their own types for a damaged file
-        raise CheckpointError(
-            f"checkpoint {folder} cannot be loaded: {type(error).__name__}: {error}"
-        ) from None
+        raise CheckpointError(f"checkpoint {folder} cannot be loaded: {_one_line(error)}") from None
 
 
 def write_base_pointer(folder: Path, model_name_or_path: str, fingerprint: str):
@@ -136,18 +288,54 @@ def check_base_pointer(folder: Path, model_name_or_path: str, fingerprint: str):
         raise CheckpointError(
             f"{folder} has no {BASE_POINTER}: it does not say which base weights it extends"
         )
-    saved = json.loads(pointer.read_text())
-    if saved["fingerprint"] != fingerprint:
+    try:
+        saved = json.loads(pointer.read_bytes())
+        saved_name, saved_fingerprint = saved["model_name_or_path"], saved["fingerprint"]
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{folder}: {BASE_POINTER} is malformed ({_one_line(error)})") from None
+    if saved_fingerprint != fingerprint:
         raise CheckpointError(
-            f"{folder} was trained on {saved['model_name_or_path']} (weights {saved['fingerprint']}), but this run "
+            f"{folder} was trained on {saved_name} (weights {saved_fingerprint}), but this run "
             f"loaded {model_name_or_path} (weights {fingerprint}); resume with the same --model_name_or_path"
         )
 
 
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def writing(partial: Path, final: Path, remove: bool = True):
+    """Turns a failed write into the checkpoint's temporary folder (a full disk, a lost mount: `OSError`; torch's
+    "iostream error" and safetensors' `SafetensorError` for the same causes) into a `CheckpointError` naming `final`.
+    With `remove` (the main process) the temporary folder goes; the checkpoints written before stay as they are."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as error:
+        if remove:
+            shutil.rmtree(partial, ignore_errors=True)
+        try:
+            free = f"{shutil.disk_usage(final.parent).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        kept = ", ".join(p.name for p in checkpoints(final.parent)) or "none"
+        raise CheckpointError(
+            f"checkpoint {final} could not be written ({_one_line(error)}; {free}); its partial folder was removed, "
+            f"the checkpoints written before are kept ({kept})"
+        ) from error
+
+
 def finish_checkpoint(partial: Path, final: Path, state: dict):
-    """Lists every file with its size in `STATE_FILE` (written last), then renames the folder into place."""
-    files = {str(p.relative_to(partial)): p.stat().st_size for p in sorted(partial.rglob("*")) if p.is_file()}
-    (partial / STATE_FILE).write_text(json.dumps({**state, "files": files}, indent=1))
+    """Lists every file with its size and sha256 in `STATE_FILE` (written last), then renames the folder into place."""
+    paths = [p for p in sorted(partial.rglob("*")) if p.is_file()]
+    names = [p.relative_to(partial).as_posix() for p in paths]
+    manifest = {
+        **state,
+        "files": {name: p.stat().st_size for name, p in zip(names, paths)},
+        "sha256": {name: sha256(p) for name, p in zip(names, paths)},
+    }
+    (partial / STATE_FILE).write_text(json.dumps(manifest, indent=1))
     if final.exists():
         shutil.rmtree(final)
     partial.rename(final)

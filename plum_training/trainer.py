@@ -30,7 +30,7 @@ from . import evaluation
 from .arguments import DataArguments, ModelArguments, TrainArguments
 from .checkpoints import (
     EXPORT_DIR,
-    STATE_FILE,
+    STATE_FILE,  # noqa: F401  (trainer.STATE_FILE names the manifest for callers)
     CheckpointError,
     HubUploader,
     check_base_pointer,
@@ -38,9 +38,12 @@ from .checkpoints import (
     export_model,
     finish_checkpoint,
     load_checkpoint,
+    read_state,
     resolve_resume,
+    save_training_state,
     trainable_only_hook,
     write_base_pointer,
+    writing,
 )
 from .data import Collator, epoch_order, load_training_data
 from .embedding_cache import ImageEmbeddingCache
@@ -265,9 +268,9 @@ class PlumTrainer:
             self.history_file.start_fresh()
             return
         check_base_pointer(folder, *self.base)
-        state = json.loads((folder / STATE_FILE).read_text())
+        state = read_state(folder)
         self._check_schedule(folder, state.get("schedule"))
-        load_checkpoint(self.accelerator, folder, self.model)
+        load_checkpoint(self.accelerator, folder, self.model, self.scheduler)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.history_file.resume_at(self.step)
         self.accelerator.print(
@@ -428,35 +431,42 @@ class PlumTrainer:
         final = self.output_dir / f"checkpoint-{self.step}"
         partial = self.output_dir / f".checkpoint-{self.step}.partial"  # the same name on every rank
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            import shutil
+        # a failed write (full disk) is a CheckpointError naming `final`; the partial folder goes, older ones stay
+        with writing(partial, final, remove=accelerator.is_main_process):
+            if accelerator.is_main_process:
+                import shutil
 
-            shutil.rmtree(partial, ignore_errors=True)  # left by a run killed mid-save
-            partial.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(partial))
-        full_state = (
-            accelerator.get_state_dict(self.model) if export else None
-        )  # a collective under FSDP / DeepSpeed
+                shutil.rmtree(partial, ignore_errors=True)  # left by a run killed mid-save
+                partial.mkdir(parents=True)
+            accelerator.wait_for_everyone()
+            save_training_state(accelerator, partial, self.scheduler)
+            accelerator.wait_for_everyone()  # every process's files are in before the manifest lists them
+            full_state = (
+                accelerator.get_state_dict(self.model) if export else None
+            )  # a collective under FSDP / DeepSpeed
+            if accelerator.is_main_process:
+                write_base_pointer(partial, *self.base)
+                if export:
+                    model = accelerator.unwrap_model(self.model)
+                    export_model(model, self.processor, partial / EXPORT_DIR, args.export_format, full_state)
+                state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+                finish_checkpoint(partial, final, {**state, "schedule": args.schedule()})
         if accelerator.is_main_process:
-            write_base_pointer(partial, *self.base)
-            if export:
-                model = accelerator.unwrap_model(self.model)
-                export_model(model, self.processor, partial / EXPORT_DIR, args.export_format, full_state)
-            state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
-            finish_checkpoint(partial, final, {**state, "schedule": args.schedule()})
             if self.uploader is not None and export:
                 self.uploader.submit(final / EXPORT_DIR, f"checkpoint {self.step}")
                 self.uploader.poll()
-            self._remove_old_checkpoints()
+            self._remove_old_checkpoints(final)
         accelerator.wait_for_everyone()
         return final
 
-    def _remove_old_checkpoints(self):
+    def _remove_old_checkpoints(self, written: Path):
+        """The oldest checkpoints beyond `save_total_limit`, never the one just written (a newer one, left by an earlier
+        run or skipped as damaged on resuming, may be older in training than it)."""
         import shutil
 
         keep = self.args.save_total_limit
-        for old in checkpoints(self.output_dir)[:-keep] if keep > 0 else []:
+        others = [folder for folder in checkpoints(self.output_dir) if folder != written]
+        for old in others[: max(0, len(others) - (keep - 1))] if keep > 0 else []:
             if self.uploader is not None and self.uploader.waits_on(old / EXPORT_DIR):
                 self.uploader.poll(wait=True)
             shutil.rmtree(old)
