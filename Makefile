@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-metrics ablate app test lint bench install clean
+.PHONY: demo demo-metrics ablate app test lint bench docs install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_conversion.py
 	$(PY) benchmarks/bench_checkpoints.py
 	$(PY) benchmarks/profile_step.py
+
+docs: $(STAMP)
+	$(PY) -m plum_demo.docs
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -9,8 +9,8 @@
    SAM's encoder frozen (its embeddings computed once per image), for a fixed time budget with a learning-curve
    evaluation every minute.
 5. Evaluation through the one evaluation path (`plum_training.evaluation`) on held-out toy questions: the trained model,
-   the same model with the image withheld (blind), the model before stage 1 (untrained), the whole-object baseline
-   and the random row; Table 2 / Table 3 columns into `demo_results.json`, overlays with the benchmark's pick beside
+   the same model with the image withheld (blind), the model before stage 1 (untrained), and the baselines: the
+   part-frequency prior (no image, no model), the whole-object masks and the random choice; Table 2 / Table 3 columns into `demo_results.json`, overlays with the benchmark's pick beside
    the correct answer.
 """
 
@@ -192,9 +192,14 @@ def measure(base: Path, export: Path, data: Path, settings: DemoSettings) -> dic
             from plum_demo.overlays import write_overlays
 
             write_overlays(rows, records, Path(settings.out), settings.overlays)
-    results["whole-object"] = {
-        **evaluation.score(rows, evaluation.whole_object_records(rows)),
-        "baseline": True,
+    train = datasets.load_dataset(str(data), "toy", split="train").select_columns(
+        ["image_id", "object", "question_type", "parts"]
+    )
+    baselines = {
+        "part-prior": evaluation.prior_records(list(train), rows),
+        "whole-object": evaluation.whole_object_records(rows),
+        "random": evaluation.random_records(rows),
     }
-    results["random"] = {**evaluation.score(rows, evaluation.random_records(rows)), "baseline": True}
+    for name, records in baselines.items():
+        results[name] = {**evaluation.score(rows, records), "baseline": True}
     return results

@@ -13,6 +13,7 @@ ROWS = {  # demo_results.json key → the row's name in the tables
     "trained": "tiny PLUM (trained)",
     "blind": "tiny PLUM, image withheld (blind)",
     "untrained": "tiny PLUM before stage 1",
+    "part-prior": "part frequencies, no image",
     "whole-object": "whole object for every part",
     "random": "random choice",
 }

@@ -43,11 +43,13 @@ class ModelArguments:
     model_dtype: str = _help(
         "dtype to load the weights in: auto (the checkpoint's), float32, bfloat16", "auto"
     )
-    config_overrides: str | None = _help("JSON of PlumConfig fields changed before the model is built")
+    config_overrides: str | None = _help(
+        "JSON of PlumConfig fields changed before the model is built, e.g. '{\"use_feedback\": false}' or "
+        "'{\"train_sam_prompt_encoder\": false}' (what trains besides LoRA is the config's to say)"
+    )
     lora_r: int = _help("LoRA rank on the language model's q_proj / v_proj", 8)
     lora_alpha: int = _help("LoRA alpha", 16)
     lora_dropout: float = _help("LoRA dropout", 0.05)
-    train_prompt_encoder: bool = _help("train SAM's prompt encoder (Table 6: decoder + prompt encoder)", True)
     gradient_checkpointing: bool = _help(
         "recompute LLaMA (and a trained SAM encoder) activations in backward", False
     )
@@ -64,7 +66,7 @@ class DataArguments:
         "the split evaluated during training (--eval_steps / --eval_every_seconds)", "validation"
     )
     sampling_probabilities: list[float] | None = _help("mixture weights of the configs (the paper's 9 5 5 1)")
-    max_eval_samples: int = _help("questions of the first config's eval split evaluated during training", 64)
+    max_eval_samples: int = _help("questions of each config's eval split evaluated during training", 64)
 
 
 @dataclass

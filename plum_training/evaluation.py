@@ -186,6 +186,40 @@ def oracle_records(rows, records) -> list[dict]:
     ]
 
 
+def prior_records(train_rows, rows) -> list[dict]:
+    """The best a model that never looks can do from part statistics: for a question naming its object, the choice
+    whose parts are most probable for that object (each part's frequency among the training split's visible part sets
+    of the object, parts assumed independent; a part never seen on it rules a choice out); for a question about "the
+    object" (part2whole) the parts are scored under the most frequent object, and object questions pick that object.
+    No image, no model: what the blind row is to be compared with."""
+    frequency, images = defaultdict(lambda: defaultdict(int)), defaultdict(set)
+    for row in train_rows:
+        shows_all = row["question_type"] in ("identification", "part2whole", "whole2part")
+        if shows_all and row["image_id"] not in images[row["object"]]:  # every visible part, once per image
+            images[row["object"]].add(row["image_id"])
+            for part in row["parts"]:
+                frequency[row["object"]][part] += 1
+    commonest = max(images, key=lambda o: len(images[o]))
+
+    def log_prior(obj, parts):
+        seen = len(images[obj]) or 1
+        if any(frequency[obj][p] == 0 for p in parts):
+            return -np.inf
+        shares = {p: min(max(n / seen, 1e-3), 1 - 1e-3) for p, n in frequency[obj].items()}
+        return sum(np.log(q if p in parts else 1 - q) for p, q in shares.items())
+
+    records = []
+    for row in rows:
+        obj = commonest if row["question_type"] == "part2whole" else row["object"]
+        record = {"id": row["id"], "chosen": int(np.argmax([log_prior(obj, c) for c in row["answer_parts"]]))}
+        if row["question_type"] in PART_WHOLE_TYPES:
+            choices = list(row["object_answer_choices"])
+            guess = templates.object_answer(commonest)
+            record["object_chosen"] = choices.index(guess) if guess in choices else 0
+        records.append(record)
+    return records
+
+
 def whole_object_records(rows) -> list[dict]:
     """Every part predicted as the whole object (the union of its ground-truth parts); no text."""
     records = []

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -98,10 +99,49 @@ def load_image_text_to_text(
     return model, processor
 
 
+def saved_parameter_count(folder: Path) -> int | None:
+    """Elements of every tensor in a folder's safetensors files (read from their headers); None without any."""
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():
+                total += int(np.prod(f.get_slice(key).get_shape()))
+    return total
+
+
+def check_config_fits_weights(folder: str, trust_remote_code: bool, plum: bool):
+    """A local folder's config must describe the model its weights are: a config that says another architecture (a
+    PLUM folder whose config.json says `llava`) would build a default-size model, gigabytes, before failing."""
+    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+    saved = saved_parameter_count(Path(folder))
+    if saved is None:
+        return
+    with remote_code_gate(folder, trust_remote_code):
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            built = (AutoModel if plum else AutoModelForImageTextToText).from_config(
+                config, trust_remote_code=trust_remote_code
+            )
+    expected = sum(p.numel() for p in built.parameters())
+    if not 0.5 <= saved / max(expected, 1) <= 2.0:
+        raise ValueError(
+            f"{folder}/config.json describes a {config.model_type} model of {expected:,} parameters, but its weights "
+            f"hold {saved:,}: the config does not belong to these weights"
+        )
+
+
 def load_any_model(name_or_path: str, trust_remote_code=False, dtype="auto", device_map=None, device=None):
     """A PLUM checkpoint (or the tiny preset) or any image-text-to-text model, with its processor, in eval mode on
-    `device` (unless `device_map` placed it)."""
+    `device` (unless `device_map` placed it). A local folder's config is first checked against its weights."""
     plum = model_kind(name_or_path, trust_remote_code) == "plum"
+    if Path(name_or_path).is_dir():
+        check_config_fits_weights(name_or_path, trust_remote_code, plum)
     loader = load_model_and_processor if plum else load_image_text_to_text
     model, processor = loader(name_or_path, trust_remote_code, dtype, device_map)
     if device_map is None and device is not None:

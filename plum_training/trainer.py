@@ -82,7 +82,7 @@ def prepare_trainable(model, args: ModelArguments):
         trainable.append(base.span_tagger)
     if base.feedback_pooler is not None:
         trainable.append(base.feedback_pooler)
-    if args.train_prompt_encoder and config.train_sam_prompt_encoder:
+    if config.train_sam_prompt_encoder:
         trainable.append(base.sam_prompt_encoder)
     if config.train_sam_image_encoder:
         trainable.append(base.sam_image_encoder)
@@ -208,9 +208,11 @@ class PlumTrainer:
             data.dataset, data.configs, data.train_split, args.seed, data.sampling_probabilities
         )
         self.eval_rows = None
-        if args.eval_steps or args.eval_every_seconds:
-            rows = datasets.load_dataset(data.dataset, data.configs[0], split=data.eval_split)
-            self.eval_rows = list(rows.select(range(min(len(rows), data.max_eval_samples))))
+        if args.eval_steps or args.eval_every_seconds:  # the first questions of every config's eval split
+            self.eval_rows = []
+            for config in data.configs:
+                rows = datasets.load_dataset(data.dataset, config, split=data.eval_split)
+                self.eval_rows += list(rows.select(range(min(len(rows), data.max_eval_samples))))
         processes = self.accelerator.num_processes
         batches = math.ceil(len(self.train_data) / (args.per_device_train_batch_size * processes))
         updates_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)

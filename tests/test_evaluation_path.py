@@ -96,3 +96,21 @@ def test_a_row_the_processor_refuses_is_skipped_and_counted(toy):
     assert [r["id"] for r in records] == [rows[0]["id"], rows[2]["id"], rows[3]["id"]]
     assert skipped[0][0] == rows[1]["id"] and "8x8" in skipped[0][1]
     json.dumps(records)  # records are what a predictions file holds
+
+
+def test_a_config_that_does_not_belong_to_its_weights_is_refused(toy, tmp_path):
+    """A PLUM folder whose config.json says `llava` would build a default-size LLaVA (7B parameters) before failing."""
+    from modeling_plum.convert import main as convert
+
+    folder = tmp_path / "plum-tiny"
+    assert convert(["--preset", "tiny", "--out", str(folder)]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("auto_map")
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "llava"}))
+    with pytest.raises(
+        ValueError, match=r"describes a llava model of [\d,]+ parameters, but its weights hold"
+    ):
+        eval_partonomy.main(
+            ["--model", str(folder), "--trust_remote_code", "--dataset", str(toy), "--config", "toy"]
+            + ["--split", "validation", "--limit", "2", "--out", str(tmp_path / "eval")]
+        )
