@@ -187,23 +187,10 @@ def trainable_only_hook(model):
     return hook
 
 
-@contextlib.contextmanager
-def _scheduler_unregistered(accelerator, scheduler):
-    """accelerate pickles the objects registered for checkpointing (`custom_checkpoint_N.pkl`) and unpickles them
-    with `weights_only=False`: the scheduler's state is written as JSON instead, so while saving and loading it is out
-    of accelerate's list (accelerate 1.15 has no other way to leave one out)."""
-    registered = accelerator._custom_objects
-    accelerator._custom_objects = [obj for obj in registered if obj is not scheduler]
-    try:
-        yield
-    finally:
-        accelerator._custom_objects = registered
-
-
 def save_training_state(accelerator, folder: Path, scheduler):
-    """`accelerator.save_state` (every process) with the scheduler's state in `scheduler.json` (the main process)."""
-    with _scheduler_unregistered(accelerator, scheduler):
-        accelerator.save_state(str(folder))
+    """`accelerator.save_state` (every process) with the scheduler's state in `scheduler.json` (the main process): the
+    scheduler is not registered with accelerate, which would pickle it (and unpickle it with `weights_only=False`)."""
+    accelerator.save_state(str(folder))
     if accelerator.is_main_process:
         (Path(folder) / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict(), indent=1))
 
@@ -266,7 +253,7 @@ def load_checkpoint(accelerator, folder: Path, model, scheduler):
     then the scheduler's state; any failure becomes one `CheckpointError` that names the checkpoint."""
     try:
         check_saved_parameters(folder, model)
-        with _scheduler_unregistered(accelerator, scheduler), _without_pickled_state(folder) as source:
+        with _without_pickled_state(folder) as source:
             accelerator.load_state(str(source), strict=False)
         load_scheduler(folder, scheduler)
     except CheckpointError:

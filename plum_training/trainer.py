@@ -243,7 +243,6 @@ class PlumTrainer:
         self._load_data()
         optimizer, self.scheduler = self._optimizer_and_schedule(model)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)
         accelerator.register_save_state_pre_hook(trainable_only_hook(self.model))
         if args.log_with:
             config = {**asdict(self.model_args), **asdict(self.data_args), **asdict(args)}

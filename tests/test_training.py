@@ -181,18 +181,6 @@ def test_checkpoints_that_cannot_be_resumed_are_named(toy_folder, tiny_folder, t
     # a changed schedule is refused unless asked for
     with pytest.raises(CheckpointError, match=r"other schedule-defining arguments \(--max_steps 4 → 6\)"):
         run(toy_folder, out, "--max_steps", "6", "--resume_from_checkpoint", "latest")
-    optimizer = out / "checkpoint-2" / "optimizer.bin"
-    optimizer.write_bytes(b"\0" * optimizer.stat().st_size)  # damaged, same size
-    with pytest.raises(CheckpointError, match=r"checkpoint .*checkpoint-2 cannot be loaded"):
-        run(
-            toy_folder,
-            out,
-            "--max_steps",
-            "6",
-            "--resume_from_checkpoint",
-            "latest",
-            "--override_resume_args",
-        )
     with pytest.raises(CheckpointError, match=r"was trained on tiny .* but this run loaded .*plum-tiny"):
         run(
             toy_folder,
@@ -204,6 +192,18 @@ def test_checkpoints_that_cannot_be_resumed_are_named(toy_folder, tiny_folder, t
             "4",
             "--resume_from_checkpoint",
             str(out / "checkpoint-2"),
+        )
+    optimizer = out / "checkpoint-2" / "optimizer.bin"
+    optimizer.write_bytes(b"\0" * optimizer.stat().st_size)  # damaged, same size
+    with pytest.raises(CheckpointError, match=r"checkpoint .*checkpoint-2 cannot be loaded"):
+        run(
+            toy_folder,
+            out,
+            "--max_steps",
+            "6",
+            "--resume_from_checkpoint",
+            "latest",
+            "--override_resume_args",
         )
 
 
