@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ from .sources import core, paco, partimagenet, pascal_part, toy
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("core", "paco", "partimagenet", "pascal_part", "toy")
+SOURCES = ("core", "paco", "partimagenet", "pascal_part", "toy", "custom")
 EVALUATION_ONLY = ("core",)  # PARTONOMY-Core is never trained on: a single test split
 
 _CITATION = """\
@@ -34,12 +35,17 @@ _CITATION = """\
 }
 """
 
-_DESCRIPTIONS = {
+DESCRIPTIONS = {
     "core": "PARTONOMY-Core: object-centric images of specialised objects (evaluation only).",
     "paco": "PARTONOMY-PACO: questions generated from PACO-LVIS part annotations.",
     "partimagenet": "PARTONOMY-PartImageNet: questions generated from PartImageNet part annotations.",
     "pascal_part": "PARTONOMY-PASCAL Part: questions generated from Pascal-Part annotations.",
     "toy": "A procedurally drawn toy set with exact part masks, for CPU tests and demos.",
+    "custom": (
+        "Questions generated from your own part annotations: COCO-style json in PACO's layout (object categories "
+        "`object`, part categories `object:part`, part annotations linked to their object by `obj_ann_id`), "
+        "images beside the json (docs/finetune-your-parts.md)."
+    ),
 }
 
 MASK = {"size": datasets.List(datasets.Value("int32")), "counts": datasets.Value("string")}
@@ -72,7 +78,8 @@ FEATURES = datasets.Features(
 
 class PartonomyConfig(datasets.BuilderConfig):
     """Args:
-    source_dir: the source release on disk (not needed for `toy`).
+    source_dir: the source release on disk (not needed for `toy`); for `custom`, the folder of your own
+        PACO-layout json and its images.
     seed: drives question sampling, mutations, choice order and the split (default 42).
     num_proc: worker processes for question generation and co-occurrence fitting.
     embedding_model: sentence-transformers model for wrong objects (default: the offline all-MiniLM-L6-v2).
@@ -126,6 +133,7 @@ def read_source(config: PartonomyConfig, toy_dir: str | os.PathLike) -> tuple[li
         "paco": paco.read_dir,
         "partimagenet": partimagenet.read_dir,
         "pascal_part": pascal_part.read_dir,
+        "custom": functools.partial(paco.read_dir, source="custom"),  # your own annotations, in PACO's layout
     }
     instances = readers[config.name](source_dir, stats)
     if not instances:
@@ -177,13 +185,13 @@ class Partonomy(datasets.GeneratorBasedBuilder):
     and ground-truth part masks."""
 
     BUILDER_CONFIG_CLASS = PartonomyConfig
-    BUILDER_CONFIGS = [PartonomyConfig(name=name, description=_DESCRIPTIONS[name]) for name in SOURCES]
+    BUILDER_CONFIGS = [PartonomyConfig(name=name, description=DESCRIPTIONS[name]) for name in SOURCES]
     DEFAULT_CONFIG_NAME = "toy"
     VERSION = datasets.Version("1.0.0")
 
     def _info(self):
         return datasets.DatasetInfo(
-            description=_DESCRIPTIONS[self.config.name],
+            description=DESCRIPTIONS[self.config.name],
             features=FEATURES,
             citation=_CITATION,
             homepage="https://arxiv.org/abs/2505.20759",

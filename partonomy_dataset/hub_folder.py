@@ -15,6 +15,7 @@ from pathlib import Path
 import datasets
 
 from . import templates
+from .builder import DESCRIPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -312,6 +313,7 @@ def card_text(folder, staged: dict[str, Path] | None = None) -> str:
         for name, info in configs.items()
     )
     question_sets = "\n".join(f"- `{name}`: {_question_set(info)}" for name, info in configs.items())
+    descriptions = "\n".join(f"- `{name}`: {DESCRIPTIONS.get(name, name)}" for name in configs)
     return f"""---
 pretty_name: PARTONOMY
 language:
@@ -333,6 +335,10 @@ Explanatory part segmentation (Blume, Kim et al., *PARTONOMY: Large Multimodal M
 Understanding*, arXiv 2505.20759): given an image and a question about an object's parts, a model picks one of
 five answers and segments the parts it names. This folder was written by `python -m partonomy_dataset build`;
 every config loads offline with `datasets.load_dataset(<this folder>, "<config>")`.
+
+## Configs
+
+{descriptions}
 
 ## Question types
 

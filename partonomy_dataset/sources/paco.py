@@ -3,10 +3,14 @@
 Object annotations carry an object category (`car_(automobile)`); part annotations carry an `object:part`
 category (`car_(automobile):wheel`) and `obj_ann_id`, the id of their object's annotation. Names lose their
 `_(…)` qualifier and `_` becomes a space (`trash_can` → `trash can`).
+
+The same reader reads the `custom` config, a user's own part annotations in this layout (`read_dir(..., source=
+"custom")`); docs/finetune-your-parts.md says which fields it needs.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 
@@ -23,9 +27,11 @@ def clean_name(name: str) -> str:
     return re.sub(r"_\([^)]*\)", "", name).replace("_", " ").strip()
 
 
-def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> list[Instance]:
-    """All object instances with at least one part in one PACO annotation file (before selection). A bad record is
-    counted in `stats` and skipped; without `stats`, it is an error naming it."""
+def read_file(
+    json_path, source_dir=None, stats: ReadStats | None = None, source: str = SOURCE
+) -> list[Instance]:
+    """All object instances with at least one part in one PACO annotation file (before selection), their `source`
+    set to `source`. A bad record is counted in `stats` and skipped; without `stats`, it is an error naming it."""
     stats = stats if stats is not None else ReadStats(strict=True)
     coco = load_coco(json_path, source_dir, stats)
 
@@ -53,7 +59,7 @@ def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> lis
             continue
         instances.append(
             Instance(
-                source=SOURCE,
+                source=source,
                 image_id=str(image["id"]),
                 image_path=image["path"],
                 width=image["width"],
@@ -70,7 +76,8 @@ def read_file(json_path, source_dir=None, stats: ReadStats | None = None) -> lis
     return instances
 
 
-def read_dir(source_dir, stats: ReadStats | None = None) -> list[Instance]:
-    """Every PACO json under `source_dir`; one instance per object class per image. Bad files are counted,
-    logged and skipped; images that are missing on disk are skipped and counted."""
-    return read_json_dir(source_dir, SOURCE, read_file, stats)
+def read_dir(source_dir, stats: ReadStats | None = None, source: str = SOURCE) -> list[Instance]:
+    """Every PACO-layout json under `source_dir` (`source`: the config it is read for, `paco` or `custom`); one
+    instance per object class per image. Bad files are counted, logged and skipped; images that are missing on disk
+    are skipped and counted."""
+    return read_json_dir(source_dir, source, functools.partial(read_file, source=source), stats)
