@@ -3,8 +3,41 @@
 
 from __future__ import annotations
 
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+import transformers
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+# The transformers releases this code works with. 5.24.0 is the oldest: 5.20–5.23 load a checkpoint but fail its
+# forward (LLaVA's output has no `image_outputs` before 5.24), 5.19 and older lack `SubConfigSpec`. Checked when this
+# file is imported, before anything below can fail in a less helpful way.
+SUPPORTED_TRANSFORMERS = ">=5.24,<6"
+
+
+class UnsupportedTransformersError(ImportError):
+    """The installed transformers is outside `SUPPORTED_TRANSFORMERS`."""
+
+
+def check_transformers_version(version: str | None = None) -> None:
+    """Raises `UnsupportedTransformersError`, one line naming both versions and the fix, when `version` (default:
+    the installed transformers') is outside `SUPPORTED_TRANSFORMERS`. Pre-releases inside the range pass."""
+    version = transformers.__version__ if version is None else version
+    bounds = {spec.operator: spec.version for spec in SpecifierSet(SUPPORTED_TRANSFORMERS)}
+    try:
+        supported = SpecifierSet(SUPPORTED_TRANSFORMERS).contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        supported = False
+    if not supported:
+        last = f"{int(bounds['<'].split('.')[0]) - 1}.x"
+        raise UnsupportedTransformersError(
+            f"PLUM's remote code supports transformers {bounds['>=']}–{last}; this environment has {version}: "
+            f"pip install 'transformers{SUPPORTED_TRANSFORMERS}'"
+        )
+
+
+check_transformers_version()
+
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, PreTrainedConfig  # noqa: E402
+from transformers.configuration_utils import SubConfigSpec  # noqa: E402
 
 # Official SAM image encoders (segment_anything.build_sam): width, depth, heads, global-attention blocks.
 SAM_SIZES = {
