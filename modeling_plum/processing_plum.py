@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
+from .configuration_plum import check_transformers_version  # noqa: F401  (first: one line outside the range)
+
 IGNORE_INDEX = -100
 TAG_O, TAG_B, TAG_I = 0, 1, 2
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
