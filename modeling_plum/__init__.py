@@ -2,12 +2,14 @@
 
 from .configuration_plum import PlumConfig
 from .modeling_plum import PlumForConditionalGeneration, PlumOutput, PlumSegmentationOutput, bio_to_spans
+from .pipeline_plum import PlumPartSegmentationPipeline
 from .processing_plum import PlumProcessor
 
 __all__ = [
     "PlumConfig",
     "PlumForConditionalGeneration",
     "PlumOutput",
+    "PlumPartSegmentationPipeline",
     "PlumProcessor",
     "PlumSegmentationOutput",
     "bio_to_spans",

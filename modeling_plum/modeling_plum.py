@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_plum import PlumConfig
 from .losses_plum import kl_loss, mask_losses, span_loss, weighted_loss
+from .pipeline_plum import custom_pipelines  # registers the pipeline; save_pretrained copies its file
 from .processing_plum import IGNORE_INDEX, TAG_B, TAG_I
 from .segmentation_plum import (
     PlumFiLM,
@@ -260,6 +261,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
     def __init__(self, config: PlumConfig):
         super().__init__(config)
         config.sync_sub_config_dtypes()
+        config.custom_pipelines = custom_pipelines()  # for pipeline("part-segmentation", model=folder)
         self.llava = LlavaForConditionalGeneration(config.llava_config)
         if config.projector_type == "linear":
             self.llava.model.multi_modal_projector = PlumLinearProjector(config)
