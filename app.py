@@ -4,38 +4,52 @@ ground truth beside the model's masks.
 
     python app.py --model PATH_OR_ID --trust_remote_code [--host 127.0.0.1] [--port 7860] [--device cpu]
                   [--dtype float32] [--dataset outputs/partonomy --config toy --split validation]
+                  [--max-file-size 25mb] [--concurrency 1]
     make app                                    # the checkpoint `make demo` writes
 
 API (also for `gradio_client`): `/answer` (image, question) → (answer text, annotated image); `/segment` (image,
-question, answer, part names) → annotated image. Errors a user can cause come back as messages, not stack traces.
+question, answer, part names) → annotated image; `/browse` (question index) → (picture, text). Errors a user can cause
+come back as messages; other errors stay errors (logged here, a plain "Error" there). Uploads are bounded
+(`--max-file-size`, `MAX_MEGAPIXELS`) and downscaled to `WORK_SIDE` before the model sees them; the requests that run
+the model share one queue slot group, the light ones never wait behind them; the app's temporary files live in a
+folder of its own, removed when it stops. What the handlers do is in `plum_demo/app_handlers.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import os
-import re
+import shutil
+import signal
 import sys
-from collections import OrderedDict
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
-from modeling_plum.processing_plum import trim_span
-from partonomy_dataset import masks as rle
 from partonomy_dataset import templates
-from plum_demo.drawing import draw_masks, hex_colour, iou
-from plum_demo.overlays import overlay as question_overlay
-from plum_training import evaluation
+from plum_demo.app_handlers import (
+    DemoModel,
+    UserError,
+    colour_map,
+    dataset_examples,
+    highlighted,
+    question_for,
+    selected_spans,
+    toy_examples,
+    typed_names,
+)
 from plum_training.loading import DTYPES, default_device, load_model_and_processor
-from plum_training.scoring import PlumChoiceScorer
+from plum_training.preflight import DEMO_MODEL_HINT, UsageError, check_dataset, check_device, check_model
 
 DEMO_RUNS = Path("outputs") / "run"
-EMBEDDING_CACHE = 16  # SAM image embeddings kept, one per image
-MAX_NEW_TOKENS = 64
+MAX_FILE_SIZE = "25mb"  # uploads above it are refused by gradio before the app sees them
+QUEUE_SIZE = 32  # requests waiting at most; more are turned away with "the queue is full"
+DELETE_CACHE = (1800, 3600)  # every 30 min, the app's temporary files older than an hour go
+MODEL_EVENTS = "model"  # the concurrency group of every request that runs the model
+HEADER = (
+    "# PLUM: part-level segmentation\nAsk about an object's parts; every part the answer names is segmented. "
+    "Or highlight words of an answer to segment them."
+)
 
 
 def latest_demo_checkpoint() -> Path | None:
@@ -43,364 +57,183 @@ def latest_demo_checkpoint() -> Path | None:
     return found[-1] if found else None
 
 
-class UserError(ValueError):
-    """Something the user can fix (no image, a span not in the answer ...); shown in the page as a message."""
-
-
-def find_words(answer: str, names: list[str]) -> list[tuple[int, int]]:
-    """Character spans of each name in `answer`, as whole words, in the order given."""
-    spans = []
-    for name in names:
-        match = re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", answer)
-        if match is None:
-            raise UserError(f"'{name}' is not in the answer")
-        spans.append((match.start(), match.end()))
-    return spans
-
-
-class PlumDemo:
-    """The model behind the app: answering and segmenting, highlight-to-segment, choice scoring, with SAM image
-    embeddings cached per image across calls."""
-
-    def __init__(self, model, processor):
-        self.model, self.processor = model.eval(), processor
-        self.scorer = PlumChoiceScorer(self.model, processor)
-        self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.encoder_calls = 0
-
-    @staticmethod
-    def check_image(image) -> Image.Image:
-        if image is None:
-            raise UserError("upload an image (or pick an example) first")
-        if not isinstance(image, Image.Image):
-            image = Image.fromarray(np.asarray(image))
-        return image
-
-    def embedding(self, image: Image.Image, inputs: dict) -> torch.Tensor:
-        key = hashlib.sha1(image.tobytes() + repr((image.mode, image.size)).encode()).hexdigest()
-        if key not in self._embeddings:
-            with torch.no_grad():
-                self._embeddings[key] = self.model.get_image_embeddings(inputs["sam_pixel_values"])
-            self.encoder_calls += 1
-            while len(self._embeddings) > EMBEDDING_CACHE:
-                self._embeddings.popitem(last=False)
-        self._embeddings.move_to_end(key)
-        return self._embeddings[key]
-
-    def _image_inputs(self, image):
-        try:
-            return self.processor.images([image])
-        except ValueError as error:  # a size or mode the processor cannot take
-            raise UserError(str(error)) from None
-
-    def answer(self, image, question: str) -> dict:
-        """Generates an answer, tags its spans and segments them."""
-        image = self.check_image(image)
-        if not question or not question.strip():
-            raise UserError("ask a question")
-        inputs = self.processor.choice_inputs(image, [(question.strip(), None)], [])
-        out = self.model.answer_and_segment(
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["pixel_values"],
-            inputs["original_sizes"][0],
-            inputs["resized_sizes"][0],
-            image_embeddings=self.embedding(image, inputs),
-            max_new_tokens=MAX_NEW_TOKENS,
-            processor=self.processor,
-        )
-        return {
-            "text": out.text,
-            "char_spans": out.char_spans,
-            "labels": out.span_texts,
-            "masks": list(out.masks.cpu().numpy()),
-        }
-
-    def tag_answer(self, image, question: str, answer: str) -> dict:
-        """The span tagger over a given answer (e.g. the best answer choice), then its masks."""
-        encoded = self.processor.encode_conversation([(question, answer)])
-        answer_tokens = [i for i, label in enumerate(encoded["labels"]) if label != -100]
-        inputs = self.processor(images=[image], conversations=[[(question, answer)]])
-        with torch.no_grad():
-            out = self.model(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
-                pixel_values=inputs["pixel_values"],
-                output_logits=False,
-            )
-        spans = [(s, e) for s, e in out.spans[0] if answer_tokens and s >= answer_tokens[0]]
-        start = encoded["text"].rfind(" " + answer) + 1
-        offsets = encoded["offsets"]
-        char_spans = [trim_span(answer, offsets[s][0] - start, offsets[e - 1][1] - start) for s, e in spans]
-        return self.highlight(image, question, answer, char_spans)
-
-    def highlight(self, image, question: str, answer: str, char_spans: list[tuple[int, int]]) -> dict:
-        """Highlight-to-segment: masks for character spans of the answer."""
-        image = self.check_image(image)
-        if not answer or not answer.strip():
-            raise UserError("write the answer whose words you want to segment")
-        if not char_spans:
-            return {"text": answer, "char_spans": [], "labels": [], "masks": []}
-        try:
-            inputs = self.processor.highlight_inputs(image, [(question or "", answer)], char_spans)
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        spans = inputs.pop("spans")
-        out = self.model.segment_spans(
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["pixel_values"],
-            spans,
-            inputs["original_sizes"][0],
-            inputs["resized_sizes"][0],
-            image_embeddings=self.embedding(image, inputs),
-        )
-        labels = [answer[s:e].strip() for s, e in char_spans]
-        return {
-            "text": answer,
-            "char_spans": list(char_spans),
-            "labels": labels,
-            "masks": list(out.masks.cpu().numpy()),
-        }
-
-    def scores(self, image, question: str, choices: list[str]) -> list[float]:
-        return self.scorer(self.check_image(image), [(question, None)], choices).tolist()
-
-
-# ---------------------------------------------------------------------------------------------------- rendering
-
-
-def highlighted(result: dict) -> list[tuple[str, str | None]]:
-    """The answer as (text, label) pieces for `gr.HighlightedText`, each span labelled with its part name."""
-    text, pieces, cursor = result["text"], [], 0
-    for (start, end), label in sorted(zip(result["char_spans"], result["labels"])):
-        if start > cursor:
-            pieces.append((text[cursor:start], None))
-        pieces.append((text[start:end], label))
-        cursor = max(cursor, end)
-    if cursor < len(text):
-        pieces.append((text[cursor:], None))
-    return pieces
-
-
-def colour_map(result: dict) -> dict[str, str]:
-    return {label: hex_colour(k) for k, label in enumerate(result["labels"])}
-
-
-def annotated(image, result: dict) -> Image.Image:
-    scale = max(1, 384 // max(image.size))
-    return draw_masks(image, result["masks"], result["labels"], scale=scale)
-
-
-def question_for(question_type: str, obj: str, other: str) -> str:
-    """One of PARTONOMY's five question types, filled in for a named object."""
-    obj = (obj or "object").strip()
-    if question_type in ("intersection", "difference") and not (other or "").strip():
-        raise UserError(f"a {question_type} question compares with another object: name it")
-    named = templates.UNNAMED_OBJECT if question_type == "part2whole" else obj
-    return templates.parts_question(question_type, named, (other or "").strip() or None)
-
-
-# ---------------------------------------------------------------------------------------------------- the app
-
-
-def build_app(
-    demo: PlumDemo, dataset_rows: list[dict] | None = None, examples: list[Image.Image] | None = None
-):
+def user_messages(function):
+    """A `UserError` becomes a message in the page (`gr.Error`); any other exception stays an error, which gradio
+    logs here and shows there as a bare "Error" (launched with `show_error=False`)."""
     import gradio as gr
-    import pandas as pd
 
-    def user_errors(function):
-        """Errors a user can cause become a message in the page (gr.Error), never a stack trace."""
-
-        def wrapper(*args):
-            try:
-                return function(*args)
-            except (UserError, ValueError) as error:
-                raise gr.Error(str(error)) from None
-
-        wrapper.__name__ = function.__name__
-        return wrapper
-
-    @user_errors
-    def answer_api(image, question):
-        result = demo.answer(image, question)
-        return result["text"], annotated(demo.check_image(image), result)
-
-    @user_errors
-    def ask(image, question, choices_text):
-        image = demo.check_image(image)
-        choices = [c.strip() for c in (choices_text or "").splitlines() if c.strip()]
-        if choices:
-            scores = demo.scores(image, question, choices)
-            best = choices[int(np.argmax(scores))]
-            result = demo.tag_answer(image, question, best)
-            bars = pd.DataFrame(
-                {"choice": [f"{i + 1}. {c[:48]}" for i, c in enumerate(choices)], "score": scores}
-            )
-        else:
-            result = demo.answer(image, question)
-            bars = pd.DataFrame({"choice": [], "score": []})
-        return (
-            gr.HighlightedText(value=highlighted(result), color_map=colour_map(result)),
-            annotated(image, result),
-            bars,
-        )
-
-    @user_errors
-    def segment_api(image, question, answer, part_names):
-        names = [n.strip() for n in (part_names or "").split(",") if n.strip()]
-        if not names:
-            raise UserError("name at least one word of the answer to segment (comma-separated)")
-        result = demo.highlight(image, question, answer, find_words(answer, names))
-        return annotated(demo.check_image(image), result)
-
-    @user_errors
-    def segment_selection(image, question, answer, selection, part_names):
-        """Spans selected in the highlighted text win; else the typed words."""
-        chosen, cursor, spans = [], 0, []
-        for piece in selection or []:
-            text, label = (piece["token"], piece["class_or_confidence"]) if isinstance(piece, dict) else piece
-            if label and text.strip():
-                start = answer.find(text, cursor)
-                if start >= 0:
-                    spans.append((start, start + len(text)))
-                    chosen.append(text.strip())
-            cursor += len(text)
-        if not spans:
-            names = [n.strip() for n in (part_names or "").split(",") if n.strip()]
-            if not names:
-                raise UserError("select words of the answer, or type them (comma-separated)")
-            spans = find_words(answer, names)
-        result = demo.highlight(image, question, answer, spans)
-        return (
-            gr.HighlightedText(value=highlighted(result), color_map=colour_map(result)),
-            annotated(demo.check_image(image), result),
-        )
-
-    def fill_question(question_type, obj, other):
+    @functools.wraps(function)
+    def wrapper(*args):
         try:
-            return question_for(question_type, obj, other)
+            return function(*args)
         except UserError as error:
             raise gr.Error(str(error)) from None
 
-    @user_errors
-    def browse(index):
-        if not dataset_rows:
-            raise UserError("no PARTONOMY folder was given (--dataset)")
-        row = dataset_rows[int(index) % len(dataset_rows)]
-        (record,), _ = evaluation.predict(demo.model, demo.processor, [row], progress=False)
-        picture = question_overlay(row, record)
-        lines = [
-            f"**{row['question_type']}** · {row['object']} · `{row['id']}`",
-            "",
-            f"**Q:** {row['question']}",
-            "",
-        ]
-        for i, (choice, score) in enumerate(zip(row["answer_choices"], record["scores"])):
-            marks = (" **(correct)**" if i == row["correct_index"] else "") + (
-                " ⬅ model" if i == record["chosen"] else ""
-            )
-            lines.append(f"{i + 1}. {choice} (score {score:.3f}){marks}")
-        truth = [rle.decode(m) for m in row["masks"]]
-        predicted = [rle.decode(m) for m in record["masks"]]
-        ious = ", ".join(f"{p} {iou(m, t):.2f}" for p, m, t in zip(row["parts"], predicted, truth))
-        lines += ["", f"**IoU per part:** {ious}"]
-        return picture, "\n".join(lines)
+    return wrapper
 
-    with gr.Blocks(title="PLUM: part-level segmentation") as app:
-        gr.Markdown(
-            "# PLUM: part-level segmentation\nAsk about an object's parts; every part the answer names is segmented. "
-            "Or highlight words of an answer to segment them."
-        )
-        with gr.Tab("Ask"):
+
+def _spans_text(result: dict):
+    import gradio as gr
+
+    return gr.HighlightedText(value=highlighted(result), color_map=colour_map(result))
+
+
+# ---------------------------------------------------------------------------------------------------- the tabs
+
+
+def _ask_tab(gr, demo: DemoModel, examples: list[dict], heavy: dict, light: dict):
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(type="filepath", image_mode=None, label="image")
+            example_inputs = gr.Column()
             with gr.Row():
-                with gr.Column():
-                    ask_image = gr.Image(type="pil", label="image")
-                    if examples:
-                        gr.Examples(
-                            examples=[[e] for e in examples], inputs=[ask_image], label="toy examples"
-                        )
-                    with gr.Row():
-                        question_type = gr.Dropdown(
-                            list(templates.QUESTION_TYPES), value="identification", label="question type"
-                        )
-                        object_name = gr.Textbox(label="object", value="car")
-                        other_object = gr.Textbox(label="other object (intersection / difference)")
-                    fill = gr.Button("fill in the question")
-                    ask_question = gr.Textbox(
-                        label="question", value=templates.parts_question("identification", "car")
-                    )
-                    choices = gr.Textbox(label="answer choices (optional, one per line)", lines=4)
-                    ask_button = gr.Button("answer and segment", variant="primary")
-                with gr.Column():
-                    ask_text = gr.HighlightedText(label="answer", combine_adjacent=False)
-                    ask_annotated = gr.Image(label="parts", type="pil")
-                    bars = gr.BarPlot(
-                        x="choice", y="score", label="choice scores (mean token log-likelihood)"
-                    )
-                    answer_text = gr.Textbox(visible=False)
-            fill.click(
-                fill_question,
-                [question_type, object_name, other_object],
-                ask_question,
-                api_visibility="private",
-            )
-            ask_button.click(
-                ask,
-                [ask_image, ask_question, choices],
-                [ask_text, ask_annotated, bars],
-                api_visibility="private",
-            )
-            gr.Button(visible=False).click(
-                answer_api, [ask_image, ask_question], [answer_text, ask_annotated], api_name="answer"
-            )
-        with gr.Tab("Highlight"):
-            with gr.Row():
-                with gr.Column():
-                    hl_image = gr.Image(type="pil", label="image")
-                    if examples:
-                        gr.Examples(examples=[[e] for e in examples], inputs=[hl_image], label="toy examples")
-                    hl_question = gr.Textbox(
-                        label="question", value=templates.parts_question("identification", "car")
-                    )
-                    default_answer = (
-                        "The car in the image has the following visible parts: body, door, wheel, and window."
-                    )
-                    hl_answer = gr.Textbox(label="answer (edit freely)", value=default_answer)
-                    hl_select = gr.HighlightedText(
-                        value=[(default_answer, None)],
-                        label="select words of the answer to segment (then label them)",
-                        interactive=True,
-                    )
-                    hl_names = gr.Textbox(label="…or type them, comma-separated", value="door, wheel")
-                    hl_button = gr.Button("segment", variant="primary")
-                with gr.Column():
-                    hl_text = gr.HighlightedText(label="segmented spans", combine_adjacent=False)
-                    hl_annotated = gr.Image(label="parts", type="pil")
-            hl_answer.change(lambda a: [(a, None)], hl_answer, hl_select, api_visibility="private")
-            hl_button.click(
-                segment_selection,
-                [hl_image, hl_question, hl_answer, hl_select, hl_names],
-                [hl_text, hl_annotated],
-                api_visibility="private",
-            )
-            gr.Button(visible=False).click(
-                segment_api, [hl_image, hl_question, hl_answer, hl_names], hl_annotated, api_name="segment"
-            )
-        with gr.Tab("PARTONOMY"):
-            with gr.Row():
-                index = gr.Number(
-                    value=0, precision=0, label=f"question (0 - {max(0, len(dataset_rows or []) - 1)})"
+                question_type = gr.Dropdown(
+                    list(templates.QUESTION_TYPES), value="identification", label="question type"
                 )
-                show = gr.Button("show", variant="primary")
-            browse_image = gr.Image(label="image · ground truth · PLUM", type="pil")
-            browse_text = gr.Markdown()
-            show.click(browse, index, [browse_image, browse_text], api_name="browse")
+                object_name = gr.Textbox(label="object", value="car")
+                other_object = gr.Textbox(label="other object (intersection / difference)")
+            fill = gr.Button("fill in the question")
+            question = gr.Textbox(label="question", value=templates.parts_question("identification", "car"))
+            choices = gr.Textbox(label="answer choices (optional, one per line)", lines=4)
+            button = gr.Button("answer and segment", variant="primary")
+        with gr.Column():
+            answer = gr.HighlightedText(label="answer", combine_adjacent=False, show_inline_category=False)
+            picture = gr.Image(label="parts (outlines in the colours of the answer's spans)", type="pil")
+            bars = gr.BarPlot(
+                x="choice",
+                y="probability",
+                color="pick",
+                color_map={"model's pick": "#ea580c", "other choice": "#9e9e9e"},
+                y_lim=[0, 1],
+                sort=None,
+                x_label_angle=-20,
+                label="answer choices: probability (softmax of the mean token log-likelihoods)",
+            )
+            answer_text = gr.Textbox(visible=False)
+    if examples:
+        with example_inputs:
+            gr.Examples(
+                [
+                    [e["image"], e["question_type"], e["object"], e["other"], e["question"], e["choices"]]
+                    for e in examples
+                ],
+                [image, question_type, object_name, other_object, question, choices],
+                label="examples (fill in the image, the object, the question and its answer choices)",
+                visible_columns=[0],
+            )
+
+    @user_messages
+    def ask(image_value, question_value, choices_value):
+        import pandas as pd
+
+        result, annotated, table = demo.ask(image_value, question_value, choices_value)
+        return _spans_text(result), annotated, pd.DataFrame(table)
+
+    @user_messages
+    def answer_api(image_value, question_value):
+        result, annotated = demo.answer(image_value, question_value)
+        return result["text"], annotated
+
+    fill.click(
+        user_messages(question_for),
+        [question_type, object_name, other_object],
+        question,
+        api_visibility="private",
+        **light,
+    )
+    button.click(ask, [image, question, choices], [answer, picture, bars], api_visibility="private", **heavy)
+    gr.Button(visible=False).click(
+        answer_api, [image, question], [answer_text, picture], api_name="answer", **heavy
+    )
+
+
+def _highlight_tab(gr, demo: DemoModel, examples: list[dict], heavy: dict, light: dict):
+    default_answer = "The car in the image has the following visible parts: body, door, wheel, and window."
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(type="filepath", image_mode=None, label="image")
+            example_inputs = gr.Column()
+            question = gr.Textbox(label="question", value=templates.parts_question("identification", "car"))
+            answer = gr.Textbox(label="answer (edit freely)", value=default_answer)
+            selection = gr.HighlightedText(
+                value=[(default_answer, None)],
+                label="select words of the answer to segment (then label them)",
+                interactive=True,
+            )
+            names = gr.Textbox(label="…or type them, comma-separated", value="door, wheel")
+            button = gr.Button("segment", variant="primary")
+        with gr.Column():
+            spans_text = gr.HighlightedText(
+                label="segmented spans", combine_adjacent=False, show_inline_category=False
+            )
+            picture = gr.Image(label="parts (outlines in the colours of the spans)", type="pil")
+    if examples:
+        with example_inputs:
+            gr.Examples(
+                [[e["image"], e["question"], e["answer"], e["parts"]] for e in examples],
+                [image, question, answer, names],
+                label="examples (fill in the image, the question, an answer and its parts)",
+                visible_columns=[0],
+            )
+
+    @user_messages
+    def segment_selection(image_value, question_value, answer_value, selected, typed):
+        """Spans selected in the highlighted text win; else the typed words."""
+        spans = selected_spans(answer_value or "", selected) or typed_names(typed)
+        result, annotated = demo.highlight(image_value, question_value, answer_value, spans)
+        return _spans_text(result), annotated
+
+    @user_messages
+    def segment_api(image_value, question_value, answer_value, typed):
+        return demo.highlight(image_value, question_value, answer_value, typed_names(typed))[1]
+
+    answer.change(lambda text: [(text, None)], answer, selection, api_visibility="private", **light)
+    button.click(
+        segment_selection,
+        [image, question, answer, selection, names],
+        [spans_text, picture],
+        api_visibility="private",
+        **heavy,
+    )
+    gr.Button(visible=False).click(
+        segment_api, [image, question, answer, names], picture, api_name="segment", **heavy
+    )
+
+
+def _partonomy_tab(gr, demo: DemoModel, heavy: dict):
+    if not demo.rows:
+        gr.Markdown(f"**No PARTONOMY questions here.** {demo.dataset_note or ''}")
+    with gr.Row():
+        index = gr.Number(value=0, precision=0, label=f"question (0 - {max(0, len(demo.rows) - 1)})")
+        show = gr.Button("show", variant="primary")
+    picture = gr.Image(label="image · ground truth · PLUM", type="pil")
+    text = gr.Markdown()
+    show.click(user_messages(demo.browse), index, [picture, text], api_name="browse", **heavy)
+
+
+def build_app(demo: DemoModel, examples: list[dict] | None = None, model_concurrency: int = 1):
+    """The page: three tabs. Requests that run the model share the concurrency group `MODEL_EVENTS` (at most
+    `model_concurrency` at a time); the others (filling in a question, copying an answer) have no limit."""
+    import gradio as gr
+
+    heavy = {"concurrency_id": MODEL_EVENTS, "concurrency_limit": model_concurrency}
+    light = {"concurrency_limit": None}
+    with gr.Blocks(title="PLUM: part-level segmentation", delete_cache=DELETE_CACHE) as app:
+        gr.Markdown(HEADER)
+        with gr.Tab("Ask"):
+            _ask_tab(gr, demo, examples or [], heavy, light)
+        with gr.Tab("Highlight"):
+            _highlight_tab(gr, demo, examples or [], heavy, light)
+        with gr.Tab("PARTONOMY"):
+            _partonomy_tab(gr, demo, heavy)
+    app.queue(default_concurrency_limit=model_concurrency, max_size=QUEUE_SIZE)
     return app
 
 
-def main(argv=None):
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model", default=os.environ.get("PLUM_MODEL"), help="default: the `make demo` checkpoint"
@@ -422,30 +255,64 @@ def main(argv=None):
     parser.add_argument("--config", default="toy")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--browse-limit", type=int, default=200)
-    args = parser.parse_args(argv)
-    model_path = args.model or latest_demo_checkpoint()
-    if model_path is None:
-        print(
-            "no model: run `make demo` first (it writes outputs/run/checkpoint-N/model), or pass --model",
-            file=sys.stderr,
-        )
-        return 2
+    parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload, e.g. 25mb")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests running the model at once")
+    return parser.parse_args(argv)
+
+
+def load_rows(args) -> tuple[list[dict], str | None]:
+    """The questions of the PARTONOMY tab; a missing folder is a warning (naming it and the command that builds it)."""
     try:
-        model, processor = load_model_and_processor(str(model_path), args.trust_remote_code, args.dtype)
-    except (OSError, ValueError) as error:
+        folder = check_dataset(args.dataset, args.config)
+    except UsageError as error:
+        note = f"The PARTONOMY tab is off: {error}"
+        print(f"warning: {note}", file=sys.stderr)
+        return [], note
+    import datasets
+
+    data = datasets.load_dataset(folder, args.config, split=args.split)
+    return list(data.select(range(min(len(data), args.browse_limit)))), None
+
+
+def load(args):
+    """The model and processor, after the checks that need nothing heavy; a `UsageError` names what to do."""
+    name = args.model or latest_demo_checkpoint()
+    if name is None:
+        raise UsageError(f"no model: pass --model (or set PLUM_MODEL); {DEMO_MODEL_HINT}")
+    name = check_model(str(name))
+    device = check_device(args.device) or default_device()
+    try:
+        model, processor = load_model_and_processor(name, args.trust_remote_code, args.dtype)
+    except (OSError, ValueError) as error:  # unreadable checkpoint, or its code not trusted
+        raise UsageError(str(error)) from None
+    return name, model.to(device), processor
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # gradio's launch closes its server on it; then `main` removes the temporary folder
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        name, model, processor = load(args)
+    except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model = model.to(args.device or default_device())
-    rows, examples = None, None
-    if args.dataset and Path(args.dataset).is_dir():
-        import datasets
-
-        data = datasets.load_dataset(args.dataset, args.config, split=args.split)
-        rows = list(data.select(range(min(len(data), args.browse_limit))))
-        examples = list({row["image_id"]: row["image"] for row in rows}.values())[:6]
-    app = build_app(PlumDemo(model, processor), rows, examples)
-    print(f"PLUM demo ({model_path}) on http://{args.host}:{args.port}")
-    app.launch(server_name=args.host, server_port=args.port, show_error=True)
+    # Every file gradio writes (uploads, pictures) goes into a folder of this run, removed when it stops.
+    temp = Path(tempfile.mkdtemp(prefix="plum-app-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+    os.environ["GRADIO_TEMP_DIR"] = str(temp)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        rows, note = load_rows(args)
+        examples = dataset_examples(rows, temp) if rows else toy_examples(temp)
+        app = build_app(DemoModel(model, processor, rows, note), examples, args.concurrency)
+        print(f"PLUM demo ({name}) on http://{args.host}:{args.port}", flush=True)
+        app.launch(
+            server_name=args.host, server_port=args.port, max_file_size=args.max_file_size, show_error=False
+        )
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     return 0
 
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -40,12 +41,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(model, dataset=None, log_path=None, timeout: float = 180):
-    """`app.py` serving `model` on a free port of 127.0.0.1; yields its URL, stops it afterwards."""
+def running_app(model, dataset=None, log_path=None, timeout: float = 180, args=(), env=None):
+    """`app.py` serving `model` on a free port of 127.0.0.1 (with more command-line `args` and environment `env`);
+    yields its URL, stops it afterwards (SIGTERM, as a service manager does) and waits for it to exit."""
     port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
     command = [sys.executable, "app.py", "--model", str(model), "--trust_remote_code", "--port", str(port)]
-    command += ["--device", "cpu"] + (["--dataset", str(dataset)] if dataset else [])
+    command += ["--device", "cpu", *(["--dataset", str(dataset)] if dataset else []), *args]
     log = open(log_path or os.devnull, "w")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -112,31 +120,61 @@ def _open_tab(driver, name):
     _click(driver, f"//button[@role='tab' and contains(., '{name}')]")
 
 
-def ask_round(driver, url, image_path, screenshot):
-    """Upload an image in "Ask", answer and segment, screenshot."""
+def _pick_example(driver, index: int):
+    """Click example `index` of the open tab (each tab's examples are thumbnails that fill in its inputs)."""
+    from selenium.webdriver.common.by import By
+
+    examples = _wait(driver).until(
+        lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "button.gallery-item") if b.is_displayed()]
+    )
+    examples[index].click()
+    time.sleep(2)
+
+
+def _image_or_example(driver, image_path, example: int):
+    if image_path is not None:
+        _upload(driver, image_path)
+    else:
+        _pick_example(driver, example)
+
+
+def ask_round(driver, url, screenshot, image_path=None, example: int = 0):
+    """In "Ask": upload an image (or click example `example`, which fills in the object, the question and the
+    dataset's answer choices), answer and segment, screenshot."""
     from selenium.webdriver.common.by import By
 
     driver.get(url)
-    _upload(driver, image_path)
+    _image_or_example(driver, image_path, example)
     _click(driver, "//button[contains(., 'answer and segment')]")
-    _wait(driver).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "img")) >= 2)
-    time.sleep(2)
+    _wait(driver).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "img")) >= 2 + 6 * (image_path is None)
+    )
+    time.sleep(3)
     driver.save_screenshot(str(screenshot))
 
 
-def highlight_round(driver, url, image_path, screenshot):
-    """Upload an image in "Highlight", segment the typed words, screenshot."""
-    from selenium.webdriver.common.by import By
-
+def highlight_round(driver, url, screenshot, image_path=None, example: int = 0):
+    """In "Highlight": upload an image (or click example `example`, which fills in an answer and its part names),
+    segment the typed words, screenshot."""
     driver.get(url)
     _open_tab(driver, "Highlight")
-    _upload(driver, image_path)
+    _image_or_example(driver, image_path, example)
     _click(driver, "//button[normalize-space()='segment']")
-    _wait(driver).until(
-        lambda d: "door" in d.page_source and len(d.find_elements(By.CSS_SELECTOR, "img")) >= 2
-    )
-    time.sleep(2)
+    _wait(driver).until(lambda d: _output_images(d) >= 2)
+    time.sleep(3)
     driver.save_screenshot(str(screenshot))
+
+
+def _output_images(driver) -> int:
+    """Images shown (in the open tab) other than the example thumbnails."""
+    from selenium.webdriver.common.by import By
+
+    return sum(
+        1
+        for image in driver.find_elements(By.CSS_SELECTOR, "img")
+        if image.is_displayed()
+        and not image.find_elements(By.XPATH, "ancestor::button[contains(@class, 'gallery-item')]")
+    )
 
 
 def browse_round(driver, url, screenshot):
@@ -153,23 +191,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="screenshots of app.py's three tabs (for docs/)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--dataset", default="outputs/partonomy")
-    parser.add_argument("--image", required=True, help="the image to ask about")
+    parser.add_argument("--image", help="an image to upload (default: click the tab's examples)")
+    parser.add_argument("--example", type=int, default=0, help="which example to click")
     parser.add_argument("--out", default="docs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with (
-        running_app(args.model, args.dataset, out / ".app.log") as url,
-        chromium(out / ".chromium") as driver,
-    ):
-        ask_round(driver, url, Path(args.image).resolve(), out / "app_ask.png")
-        highlight_round(driver, url, Path(args.image).resolve(), out / "app_highlight.png")
-        browse_round(driver, url, out / "app_partonomy.png")
-    shutil.rmtree(out / ".chromium", ignore_errors=True)
-    (out / ".app.log").unlink(missing_ok=True)
-    print(
-        f"wrote {', '.join(str(out / n) for n in ('app_ask.png', 'app_highlight.png', 'app_partonomy.png'))}"
-    )
+    image = Path(args.image).resolve() if args.image else None
+    names = ("app_ask.png", "app_highlight.png", "app_partonomy.png")
+    with tempfile.TemporaryDirectory(prefix="plum-screenshots-") as scratch:
+        with (
+            running_app(args.model, args.dataset, Path(scratch) / "app.log") as url,
+            chromium(Path(scratch) / "chromium") as driver,
+        ):
+            ask_round(driver, url, out / names[0], image, args.example)
+            highlight_round(driver, url, out / names[1], image, args.example)
+            browse_round(driver, url, out / names[2])
+    print(f"wrote {', '.join(str(out / name) for name in names)}")
     return 0
 
 

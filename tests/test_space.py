@@ -27,6 +27,8 @@ def test_space_folder_runs_app_py_with_the_projects_requirements(tmp_path):
         "app.py",
         "modeling_plum/modeling_plum.py",
         "plum_demo/drawing.py",
+        "plum_demo/app_handlers.py",
+        "modeling_plum/pipeline_plum.py",
         "plum_training/scoring.py",
     ):
         assert (folder / path).is_file(), path
