@@ -1,39 +1,37 @@
 """Answer-choice scoring with the shared image + question prefix (one forward, KV cache reused by the 5
 choices) against one full forward per choice, on the tiny PLUM with LLaVA-sized inputs: a 576-token image
-prefix, a ~30-token question and five ~20-token answers. Also counts SAM encoder calls per image across five
-questions, and the parameters the KL teacher adds.
+prefix, a ~30-token question and five ~20-token answers (medians of calls taken in turns). Also counts SAM encoder
+calls per image across five questions, and the parameters the KL teacher adds.
 
     python benchmarks/bench_choices.py [--repeats 20]
 """
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from modeling_plum import PlumConfig, PlumForConditionalGeneration
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import add_out_argument, interleaved, write_results  # noqa: E402
+from modeling_plum import PlumConfig, PlumForConditionalGeneration  # noqa: E402
+from modeling_plum.scoring_plum import full_forward_log_likelihoods  # noqa: E402
 
 
 def tiny_with_576_image_tokens():
     config = PlumConfig.from_preset("tiny")
     vision = config.llava_config.vision_config
-    vision.image_size = 384  # (384 / 16)^2 = 576 patches, LLaVA-1.5's image prefix length
+    vision.image_size = 24 * vision.patch_size  # 24^2 = 576 patches, LLaVA-1.5's image prefix length
     config.llava_config.image_seq_length = (vision.image_size // vision.patch_size) ** 2
     torch.manual_seed(0)
     return PlumForConditionalGeneration(config).eval()
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        result = fn()
-    return (time.perf_counter() - start) / repeats, result
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
+    add_out_argument(parser, __file__)
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = tiny_with_576_image_tokens()
@@ -46,11 +44,20 @@ def main():
         None
     ]
     mask = torch.ones_like(prompt)
-    pixels = torch.randn(1, 3, 384, 384, generator=generator)
+    side = config.llava_config.vision_config.image_size
+    pixels = torch.randn(1, 3, side, side, generator=generator)
     choices = [torch.randint(3, vocab, (n,), generator=generator).tolist() for n in (18, 20, 21, 19, 22)]
 
-    shared_s, shared = timed(lambda: model.score_choices(prompt, mask, pixels, choices), args.repeats)
-    full_s, full = timed(lambda: model.score_choices_full(prompt, mask, pixels, choices), args.repeats)
+    seconds, scores = interleaved(
+        {
+            "shared": lambda: model.score_choices(prompt, mask, pixels, choices),
+            "full": lambda: full_forward_log_likelihoods(
+                model.llava, {"input_ids": prompt, "attention_mask": mask, "pixel_values": pixels}, choices
+            ),
+        },
+        args.repeats,
+    )
+    (shared_s, shared), (full_s, full) = ((seconds[k], scores[k]) for k in ("shared", "full"))
     assert torch.allclose(shared, full, atol=1e-4), (shared, full)
     print(
         f"prompt {prompt.shape[1]} tokens ({image_tokens} image + {len(question)} question + BOS), 5 choices of "
@@ -84,6 +91,26 @@ def main():
     print(
         f"parameters added by the KL teacher: {added} with LoRA (adapters disabled); "
         f"{snapshot_added:,} with an explicit frozen snapshot (a full language-model copy)"
+    )
+    write_results(
+        args.out,
+        {
+            "repeats": args.repeats,
+            "threads": torch.get_num_threads(),
+            "timing": "median of interleaved calls",
+        },
+        {
+            "prompt_tokens": prompt.shape[1],
+            "image_tokens": image_tokens,
+            "question_tokens": len(question),
+            "choice_tokens": [len(c) for c in choices],
+            "shared_prefix_ms": shared_s * 1e3,
+            "full_forward_ms": full_s * 1e3,
+            "shared_prefix_speedup": full_s / shared_s,
+            "sam_encoder_calls_5_questions": len(calls),
+            "kl_teacher_parameters_lora": added,
+            "kl_teacher_parameters_snapshot": snapshot_added,
+        },
     )
 
 

@@ -4,6 +4,8 @@ Dice in place of Focal-Tversky when that is switched off. The LM loss is transfo
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -61,6 +63,30 @@ def span_loss(span_logits, span_labels, config: PlumConfig):
         weight=torch.tensor(config.span_class_weights, device=span_logits.device, dtype=torch.float32),
         ignore_index=IGNORE_INDEX,
     )
+
+
+def adapter_layers(module) -> list:
+    """peft's adapter layers (LoRA, …) inside `module`; none when peft is absent or unused."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return []
+    return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+
+
+@contextlib.contextmanager
+def adapters_disabled(module):
+    """Temporarily switches off every peft adapter layer of `module`: the KL teacher is the model without them.
+    Yields whether there were any."""
+    layers = adapter_layers(module)
+    previous = [not layer.disable_adapters for layer in layers]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield bool(layers)
+    finally:
+        for layer, enabled in zip(layers, previous):
+            layer.enable_adapters(enabled)
 
 
 def kl_loss(student, teacher, positions, config: PlumConfig):

@@ -1,14 +1,14 @@
 # Copyright 2026 The PLUM / PARTONOMY release team. Licensed under the Apache License, Version 2.0.
 """PLUM: a segmenting multimodal model that tags the spans of its own answer (paper §4, appendix A).
 
-Reads top to bottom: span utilities, the building blocks of the language side (span tagger, query projector), the
-outputs, then `PlumForConditionalGeneration`. The multimodal backbone is `transformers`' LLaVA; SAM and the feedback
-loop are in `segmentation_plum.py`, the losses in `losses_plum.py`.
+Reads top to bottom: the building blocks of the language side (span tagger, query projector), the outputs, then
+`PlumForConditionalGeneration`. The multimodal backbone is `transformers`' LLaVA; SAM and the feedback loop are in
+`segmentation_plum.py`, the losses in `losses_plum.py`, BIO tags → spans in `processing_plum.py`, choice scoring with a
+shared prefix in `scoring_plum.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -19,76 +19,20 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_plum import PlumConfig
-from .losses_plum import kl_loss, mask_losses, span_loss, weighted_loss
+from .losses_plum import adapters_disabled, kl_loss, mask_losses, span_loss, weighted_loss
 from .pipeline_plum import custom_pipelines  # registers the pipeline; save_pretrained copies its file
-from .processing_plum import IGNORE_INDEX, TAG_B, TAG_I
+from .processing_plum import IGNORE_INDEX, TAG_B, TAG_I, bio_to_spans
+from .scoring_plum import shared_prefix_log_likelihoods
 from .segmentation_plum import (
     PlumFiLM,
     PlumMaskFeedbackPooler,
     build_sam,
     decode_with_feedback,
+    encode_image,
     masks_at_image_size,
 )
 
 logger = logging.get_logger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Spans
-# ----------------------------------------------------------------------------------------------------------
-
-
-def bio_to_spans(tags) -> list[tuple[int, int]]:
-    """Greedily merges contiguous B→I chains into `(start, end)` token spans (end exclusive).
-
-    A `B` always opens a new span (two B in a row are two spans); an `I` continues the open span, and a stray
-    `I` after `O` opens one (the usual lenient BIO reading, so a missed B does not lose the part); positions
-    tagged `IGNORE_INDEX` close any open span.
-    """
-    spans, start = [], None
-    for position, tag in enumerate(list(tags)):
-        tag = int(tag)
-        if tag == TAG_B or (tag == TAG_I and start is None):
-            if start is not None:
-                spans.append((start, position))
-            start = position
-        elif tag != TAG_I and start is not None:
-            spans.append((start, position))
-            start = None
-    if start is not None:
-        spans.append((start, len(tags)))
-    return spans
-
-
-def shared_prefix_log_likelihoods(model, prefix_inputs: dict, continuations, pad_token_id: int):
-    """Mean token log-likelihood of each continuation after one shared prefix (a batch of 1): the prefix runs once,
-    and its KV cache, repeated, serves every continuation in one right-padded batch. `model` is any transformers
-    causal or image-text-to-text LM taking `cache` and `logits_to_keep`.
-
-    Shapes: `prefix_inputs["input_ids"] (1, prefix_len)`, `continuations` a list of token-id lists → `(num,)`.
-    """
-    prefix = model(**prefix_inputs, use_cache=True, logits_to_keep=1)
-    num, longest = len(continuations), max(len(c) for c in continuations)
-    device = prefix_inputs["input_ids"].device
-    tokens = torch.full((num, longest), pad_token_id, dtype=torch.long, device=device)
-    valid = torch.zeros((num, longest), dtype=torch.bool, device=device)
-    for i, ids in enumerate(continuations):
-        tokens[i, : len(ids)] = torch.as_tensor(ids, device=device)
-        valid[i, : len(ids)] = True
-    cache = prefix.cache
-    cache.batch_repeat_interleave(num)
-    # Right padding after the prefix: real tokens never attend to the pads, which come after them. An unpadded prefix
-    # needs no mask at all (the causal mask covers it; models with 3-D RoPE, Qwen2-VL's, then continue their
-    # positions from the cache).
-    mask = prefix_inputs.get("attention_mask")
-    if mask is not None and not bool(mask.all()):
-        mask = torch.cat([mask.expand(num, -1), torch.ones_like(tokens)], dim=1)
-    else:
-        mask = None
-    out = model(input_ids=tokens, attention_mask=mask, cache=cache, use_cache=False)
-    logits = torch.cat([prefix.logits[:, -1:].expand(num, -1, -1), out.logits[:, :-1]], dim=1)
-    log_probs = logits.float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
-    return (log_probs * valid).sum(-1) / valid.sum(-1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -276,7 +220,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             self.kl_teacher.requires_grad_(False)
         for (
             block
-        ) in self.sam_image_encoder.blocks:  # plain SAM modules: the flag lets `transformers` switch them
+        ) in self.sam_image_encoder.blocks:  # plain SAM modules: the flag lets transformers switch them
             block.gradient_checkpointing = False
         self.post_init()
 
@@ -309,19 +253,13 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         weight = next(module.parameters())
         return tensor.to(device=weight.device, dtype=weight.dtype)
 
-    def _head_parameters(self):
-        """The trainable parameters of the modules a batch may leave unused: the feedback pooler (no answer with two
-        parts), SAM's decoder and prompt encoder and the query projector (no part at all)."""
-        modules = (self.feedback_pooler, self.sam_mask_decoder, self.sam_prompt_encoder, self.query_projector)
-        return [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
-
     def _zero_touch(self):
-        """`0 ×` one element of each head parameter: every trainable parameter gets a (zero) gradient whatever the
-        batch holds, which DDP requires without `find_unused_parameters` (the reference does the same)."""
-        params = self._head_parameters()
-        if not params:
-            return None
-        return torch.stack([p.reshape(-1)[0].float() for p in params]).sum() * 0.0
+        """`0 ×` one element of each trainable parameter of the modules a batch may leave unused (the feedback pooler:
+        no answer with two parts; SAM's decoder and prompt encoder, the query projector: no part at all), so that
+        every trainable parameter gets a (zero) gradient, which DDP requires without `find_unused_parameters`."""
+        modules = (self.feedback_pooler, self.sam_mask_decoder, self.sam_prompt_encoder, self.query_projector)
+        params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+        return torch.stack([p.reshape(-1)[0].float() for p in params]).sum() * 0.0 if params else None
 
     def _prompt_inputs(self, input_ids, attention_mask, pixel_values):
         """Token ids and mask on the model's device, CLIP pixels in the vision tower's dtype."""
@@ -352,27 +290,6 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             raise ValueError("this model has no frozen KL teacher (config.kl_frozen_snapshot is False)")
         self.kl_teacher.load_state_dict(self.llava.model.language_model.state_dict())
 
-    def _adapter_layers(self):
-        """peft's adapter layers (LoRA, …) inside the LLaVA backbone; none when peft is absent or unused."""
-        try:
-            from peft.tuners.tuners_utils import BaseTunerLayer
-        except ImportError:
-            return []
-        return [m for m in self.llava.modules() if isinstance(m, BaseTunerLayer)]
-
-    @contextlib.contextmanager
-    def _adapters_disabled(self):
-        """Temporarily switches off every peft adapter layer (the KL teacher is the model without them)."""
-        layers = self._adapter_layers()
-        previous = [not layer.disable_adapters for layer in layers]
-        for layer in layers:
-            layer.enable_adapters(False)
-        try:
-            yield bool(layers)
-        finally:
-            for layer, enabled in zip(layers, previous):
-                layer.enable_adapters(enabled)
-
     # -- SAM -----------------------------------------------------------------------------------------------
 
     def get_image_embeddings(self, sam_pixel_values):
@@ -380,18 +297,9 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
 
         Shapes: `(batch, 3, sam_image_size, sam_image_size)` → `(batch, sam_prompt_dim, h, w)`.
         """
-        encoder = self.sam_image_encoder
+        pixels = self._float_input(sam_pixel_values, self.sam_image_encoder)
         grad = torch.is_grad_enabled() and self.config.train_sam_image_encoder
-        with torch.set_grad_enabled(grad):
-            x = encoder.patch_embed(self._float_input(sam_pixel_values, encoder))
-            if encoder.pos_embed is not None:
-                x = x + encoder.pos_embed
-            for block in encoder.blocks:
-                if block.gradient_checkpointing and grad:
-                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
-            return encoder.neck(x.permute(0, 3, 1, 2))
+        return encode_image(self.sam_image_encoder, pixels, grad)
 
     def decode_masks_batch(self, image_embeddings, queries, original_sizes, resized_sizes):
         """Decodes one mask per span query, in order, each conditioned on the image's masks before it (the feedback
@@ -445,7 +353,7 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
                 mask = self.llava.model.get_placeholder_mask(input_ids, embeds, features)
                 embeds = embeds.masked_scatter(mask, features)
                 return self.kl_teacher(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-            with self._adapters_disabled() as has_adapters:
+            with adapters_disabled(self.llava) as has_adapters:
                 if not has_adapters:
                     return None
                 out = self._language_forward(
@@ -641,7 +549,12 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
             image_embeddings = self.get_image_embeddings(sam_pixel_values)
         hidden = self._language_forward(sequences, full_mask, pixel_values).last_hidden_state
         tags = self._predicted_tags(sequences, self._span_logits(hidden, full_mask))[0].tolist()
-        tags = [IGNORE_INDEX] * answer_start + tags[answer_start:]  # only the answer is segmented
+        # only the answer's words are segmented: not the prompt, not end-of-sequence or padding tokens
+        special = {self.config.text_config.eos_token_id, self.config.text_config.pad_token_id}
+        tags = [
+            IGNORE_INDEX if position < answer_start or token in special else tag
+            for position, (tag, token) in enumerate(zip(tags, sequences[0].tolist()))
+        ]
         spans = bio_to_spans(tags)
         logits, _ = self.decode_masks_batch(
             image_embeddings, [self.span_queries(hidden[0], spans)], [original_size], [resized_size]
@@ -682,20 +595,6 @@ class PlumForConditionalGeneration(PlumPreTrainedModel, GenerationMixin):
         input_ids, attention_mask, pixel_values = self._prompt_inputs(input_ids, attention_mask, pixel_values)
         prefix = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
         return shared_prefix_log_likelihoods(self.llava, prefix, choice_ids, pad_token_id)
-
-    @torch.no_grad()
-    def score_choices_full(self, input_ids, attention_mask, pixel_values, choice_ids):
-        """The same scores with one full forward per choice (reference for `score_choices`; slower)."""
-        input_ids, attention_mask, pixel_values = self._prompt_inputs(input_ids, attention_mask, pixel_values)
-        scores = []
-        for ids in choice_ids:
-            choice = torch.as_tensor([ids], device=input_ids.device)
-            full = torch.cat([input_ids, choice], dim=1)
-            mask = torch.cat([attention_mask, torch.ones_like(choice)], dim=1)
-            logits = self.llava(input_ids=full, attention_mask=mask, pixel_values=pixel_values).logits
-            log_probs = logits[0, input_ids.shape[1] - 1 : -1].float().log_softmax(-1)
-            scores.append(log_probs.gather(-1, choice[0, :, None]).mean())
-        return torch.stack(scores)
 
 
 PlumConfig.register_for_auto_class()

@@ -21,7 +21,7 @@ from transformers import AutoModel, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .processing_plum import IGNORE_INDEX, find_part_spans, to_rgb, token_span, trim_span
+from .processing_plum import IGNORE_INDEX, bio_to_spans, find_part_spans, to_rgb, token_span, trim_span
 
 try:  # only `return_rle=True` needs it
     from pycocotools import mask as coco_mask
@@ -196,7 +196,6 @@ class PlumPartSegmentationPipeline(Pipeline):
 
         Tags of tokens outside the answer's characters (the question, `</s>`) are dropped before spans are formed, and
         a span whose text trims to nothing (a lone comma) is left out: no span outside the answer is segmented."""
-        from .modeling_plum import bio_to_spans  # here, not at the top: modeling_plum imports this file
 
         end = start + len(answer)
         inside = [e > s and e > start and s < end for s, e in offsets]

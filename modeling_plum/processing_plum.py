@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
-from .configuration_plum import check_transformers_version  # noqa: F401  (first: one line outside the range)
+from .configuration_plum import check_transformers_version  # noqa: F401  (one line outside the supported range)
 
 IGNORE_INDEX = -100
 TAG_O, TAG_B, TAG_I = 0, 1, 2
@@ -63,6 +63,28 @@ def postprocess_masks(low_res, sam_image_size: int, original_size, resized_size)
     return F.interpolate(
         masks, (int(original_size[0]), int(original_size[1])), mode="bilinear", align_corners=False
     )
+
+
+def bio_to_spans(tags) -> list[tuple[int, int]]:
+    """Greedily merges contiguous B→I chains into `(start, end)` token spans (end exclusive).
+
+    A `B` always opens a new span (two B in a row are two spans); an `I` continues the open span, and a stray
+    `I` after `O` opens one (the usual lenient BIO reading, so a missed B does not lose the part); positions
+    tagged `IGNORE_INDEX` close any open span.
+    """
+    spans, start = [], None
+    for position, tag in enumerate(list(tags)):
+        tag = int(tag)
+        if tag == TAG_B or (tag == TAG_I and start is None):
+            if start is not None:
+                spans.append((start, position))
+            start = position
+        elif tag != TAG_I and start is not None:
+            spans.append((start, position))
+            start = None
+    if start is not None:
+        spans.append((start, len(tags)))
+    return spans
 
 
 def find_part_spans(answer: str, parts: list[str]) -> list[tuple[int, int]]:

@@ -114,6 +114,21 @@ class PlumMaskFeedbackPooler(nn.Module):
         return self.pool(encoded.reshape(batch, k, *encoded.shape[1:]))
 
 
+def encode_image(encoder: ImageEncoderViT, pixels, grad: bool):
+    """SAM's image encoder (`ImageEncoderViT.forward`), with gradient checkpointing of each block where the block's
+    flag is set and gradients are wanted. Shapes: `(batch, 3, S, S)` → `(batch, prompt_dim, h, w)`."""
+    with torch.set_grad_enabled(grad):
+        x = encoder.patch_embed(pixels)
+        if encoder.pos_embed is not None:
+            x = x + encoder.pos_embed
+        for block in encoder.blocks:
+            if block.gradient_checkpointing and grad:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return encoder.neck(x.permute(0, 3, 1, 2))
+
+
 def decode_one_prompt_per_image(decoder: MaskDecoder, image_embeddings, image_pe, sparse, dense):
     """SAM's mask decoder for a batch of images with one prompt each, single-mask output.
 

@@ -25,6 +25,7 @@ COLOURS = [  # Sasha Trubetskoy's distinct colours
     (210, 245, 60),
     (250, 190, 212),
 ]
+LINE_COLOURS = (0, 1, 3, 5, 4)  # the palette's darker colours, readable as lines on white
 TINT = 0.25  # how much of a mask's colour fills its inside
 OUTLINE = 2  # outline width in display pixels
 FONT_SIZE = 13
@@ -79,18 +80,41 @@ def draw_masks(image: Image.Image, masks, labels: list[str] | None = None, scale
         canvas[_outline(mask)] = colour(k)
     result = Image.fromarray(canvas.astype(np.uint8))
     if labels:
-        draw = ImageDraw.Draw(result)
+        draw, taken = ImageDraw.Draw(result), []
         for k, (mask, label) in enumerate(zip(big, labels)):
             if mask.any():
-                ys, xs = np.nonzero(mask)
-                _label(draw, (int(xs.mean()), int(ys.mean())), label, colour(k))
+                _label(draw, _label_anchor(mask), label, colour(k), taken)
     return result
 
 
-def _label(draw: ImageDraw.ImageDraw, centre, text: str, fill):
-    left, top, right, bottom = draw.textbbox(centre, text, font=font(), anchor="mm")
-    draw.rectangle([left - 3, top - 2, right + 3, bottom + 2], fill=(20, 20, 20))
-    draw.text(centre, text, fill=fill, font=font(), anchor="mm")
+def _label_anchor(mask: np.ndarray) -> tuple[int, int]:
+    """The mask's pixel farthest from its border: a label there sits inside the part, even for a ring or an L."""
+    from scipy.ndimage import distance_transform_edt
+
+    y, x = np.unravel_index(np.argmax(distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]), mask.shape)
+    return int(x), int(y)
+
+
+def _label(draw: ImageDraw.ImageDraw, anchor, text: str, fill, taken: list):
+    """`text` on a dark box at `anchor`, moved down (then up) by its own height until it overlaps no label in
+    `taken`, the boxes already drawn; its box is added to them."""
+    width, height = draw.im.size
+    box = draw.textbbox(anchor, text, font=font(), anchor="mm")
+    step = box[3] - box[1] + 6
+    for shift in (0, 1, -1, 2, -2, 3, -3, 4, -4):
+        moved = (box[0] - 3, box[1] - 2 + shift * step, box[2] + 3, box[3] + 2 + shift * step)
+        inside = moved[1] >= 0 and moved[3] <= height
+        if inside and not any(_overlap(moved, other) for other in taken):
+            break
+    draw.rectangle(moved, fill=(20, 20, 20))
+    draw.text(
+        ((moved[0] + moved[2]) / 2, (moved[1] + moved[3]) / 2), text, fill=fill, font=font(), anchor="mm"
+    )
+    taken.append(moved)
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def iou(prediction, truth) -> float:
@@ -149,15 +173,16 @@ def line_chart(
     first = next(iter(series.values()), [])
     for x, _ in first:
         px, _ = position(x, 0)
-        draw.text((px - 8, top + plot_h + 6), f"{x:g}", fill="black", font=font())
+        draw.text((px - 8, top + plot_h + 6), f"{x:.1f}", fill="black", font=font())
     draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
     for k, (name, values) in enumerate(series.items()):
+        ink = colour(LINE_COLOURS[k % len(LINE_COLOURS)])
         xy = [position(x, y) for x, y in values]
         if len(xy) > 1:
-            draw.line(xy, fill=colour(k), width=2)
+            draw.line(xy, fill=ink, width=2)
         for cx, cy in xy:
-            draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour(k))
-        draw.text((left + plot_w + 10, top + ROW * k), name, fill=colour(k), font=font())
+            draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=ink)
+        draw.text((left + plot_w + 10, top + ROW * k), name, fill=ink, font=font())
     draw.text((left + plot_w // 2 - 40, height - 22), x_label, fill="black", font=font())
     draw.text((8, top - 20), y_label, fill="black", font=font())
     return canvas

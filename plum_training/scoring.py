@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from modeling_plum.modeling_plum import shared_prefix_log_likelihoods
+from modeling_plum.scoring_plum import shared_prefix_log_likelihoods
 
 logger = logging.getLogger(__name__)
 

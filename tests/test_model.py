@@ -13,6 +13,8 @@ from PIL import Image
 
 from modeling_plum import PlumConfig, PlumForConditionalGeneration, bio_to_spans
 from modeling_plum.convert import build_tiny
+from modeling_plum.losses_plum import adapter_layers, adapters_disabled
+from modeling_plum.scoring_plum import full_forward_log_likelihoods
 from modeling_plum.segmentation_plum import decode_one_prompt_per_image
 from partonomy_dataset import masks as mask_rle
 from partonomy_dataset.sources import toy
@@ -206,9 +208,9 @@ def test_kl_teacher_is_the_model_without_adapters(tiny, toy_car):
     out.loss.backward()
     optimizer.step()
     assert peft_model(**batch, gt_masks=[gt]).kl_loss > 0
-    with model._adapters_disabled():
+    with adapters_disabled(model.llava):
         pass
-    assert all(not layer.disable_adapters for layer in model._adapter_layers())  # switched back on
+    assert all(not layer.disable_adapters for layer in adapter_layers(model.llava))  # switched back on
 
 
 def test_frozen_snapshot_teacher(tiny, toy_car):
@@ -276,9 +278,8 @@ def test_score_choices_reuses_the_prefix(tiny, toy_car):
     shared = model.score_choices(
         inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], inputs["choice_ids"]
     )
-    full = model.score_choices_full(
-        inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], inputs["choice_ids"]
-    )
+    prefix = {k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+    full = full_forward_log_likelihoods(model.llava, prefix, inputs["choice_ids"])
     assert shared.shape == (5,) and torch.allclose(shared, full, atol=1e-4)
 
 
