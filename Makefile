@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_conversion.py
 	$(PY) benchmarks/bench_checkpoints.py
 	$(PY) benchmarks/profile_step.py
+	$(PY) benchmarks/bench_training_speed.py
 
 docs: $(STAMP)
 	$(PY) -m plum_demo.docs

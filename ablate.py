@@ -32,7 +32,9 @@ def main(argv=None) -> dict:
     for f in fields(ablation.AblationSettings):
         if f.name != "variants":
             default = getattr(defaults, f.name)
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), help=f"default {default}")
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}", type=type(default), help=f"default {default}"
+            )
     parser.add_argument("--toy-images", type=int, default=1200)
     parser.add_argument("--out", default="outputs")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ parameter) plus RNG / scheduler / position; an export holds every parameter in t
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import add_out_argument, write_results  # noqa: E402
 from modeling_plum import PlumConfig, PlumForConditionalGeneration  # noqa: E402
 from partonomy_dataset import __main__ as dataset_cli  # noqa: E402
 from plum_training import trainer  # noqa: E402
@@ -46,7 +48,10 @@ def trainable_counts(preset: str) -> tuple[int, int]:
     return trained, sum(p.numel() for p in model.parameters()) - lora
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_out_argument(parser, __file__)
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "data", Path(tmp) / "run"
         dataset_cli.main(["build", "--config", "toy", "--out", str(data), "--toy-num-images", "20"])
@@ -77,6 +82,16 @@ def main():
         f"  checkpoint {checkpoint / MIB:.1f} MiB (trained weights {weights / MIB:.1f} MiB, optimizer "
         f"{optimizer / MIB:.1f} MiB); export {export / MIB:.1f} MiB"
     )
+    results = {
+        "tiny": {
+            "trained_parameters": trained,
+            "parameters": total,
+            "checkpoint_mib": checkpoint / MIB,
+            "trained_weights_mib": weights / MIB,
+            "optimizer_mib": optimizer / MIB,
+            "export_mib": export / MIB,
+        }
+    }
     for preset in ("plum-7b", "plum-13b"):
         trained, total = trainable_counts(preset)
         checkpoint = trained * 12  # float32 weights + two float32 AdamW moments
@@ -86,6 +101,15 @@ def main():
             f"{preset} (projected): {trained:,} of {total:,} parameters trained; checkpoint ≈ {checkpoint / GIB:.1f} GiB "
             f"(≈ {full / GIB:.1f} GiB with the frozen base in it); export ≈ {export / GIB:.1f} GiB (bf16)"
         )
+        results[preset] = {
+            "trained_parameters": trained,
+            "parameters": total,
+            "checkpoint_gib": checkpoint / GIB,
+            "checkpoint_with_base_gib": full / GIB,
+            "export_bf16_gib": export / GIB,
+        }
+    settings = {"tiny_run": "2 steps, batch 2, toy set of 20 images", "projected_dtype": "bfloat16"}
+    write_results(args.out, settings, results)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import add_out_argument, write_results  # noqa: E402
 from modeling_plum import PlumConfig, PlumForConditionalGeneration  # noqa: E402
-from tests.real_geometry import write_llava_15, write_sam  # noqa: E402
+from plum_training.testing.real_geometry import write_llava_15, write_sam  # noqa: E402
 
 GIB = 1024**3
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -51,6 +52,7 @@ def parameters(preset: str) -> tuple[int, int, int]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(BYTES))
+    add_out_argument(parser, __file__)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -60,7 +62,7 @@ def main():
             import json, sys
             sys.path.insert(0, {str(ROOT)!r})
             from modeling_plum.convert import main
-            from tests.real_geometry import peak_rss_bytes
+            from plum_training.testing.real_geometry import peak_rss_bytes
             main(["--llava", {str(root / "llava")!r}, "--sam", {str(root / "sam.pth")!r},
                   "--out", {str(root / "plum")!r}, "--dtype", {args.dtype!r}])
             print(json.dumps({{"peak": peak_rss_bytes()}}))
@@ -73,7 +75,7 @@ def main():
                 "-c",
                 f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); "
                 "import torch, transformers, segment_anything, safetensors, modeling_plum; "
-                "from tests.real_geometry import peak_rss_bytes; print(json.dumps(peak_rss_bytes()))",
+                "from plum_training.testing.real_geometry import peak_rss_bytes; print(json.dumps(peak_rss_bytes()))",
             ],
             capture_output=True,
             text=True,
@@ -104,6 +106,7 @@ def main():
     )
     extra = peak - imports - output  # what the conversion holds beyond the output (the SAM file, transients)
     print(f"  beyond imports + output: {extra / GIB:.2f} GiB")
+    projections = {}
     for preset in ("plum-7b", "plum-13b"):
         llava, sam, heads = parameters(preset)
         out = (llava + sam + heads) * BYTES[args.dtype]
@@ -114,6 +117,29 @@ def main():
             f"≈ {projected / GIB:.1f} GiB (inputs {inputs / GIB:.1f} GiB + output + 1.5 GiB = "
             f"{(inputs + out + 1.5 * GIB) / GIB:.1f} GiB)"
         )
+        projections[preset] = {
+            "parameters": llava + sam + heads,
+            "output_gib": out / GIB,
+            "inputs_gib": inputs / GIB,
+            "peak_rss_gib": projected / GIB,
+            "budget_gib": (inputs + out + 1.5 * GIB) / GIB,
+        }
+    write_results(
+        args.out,
+        {"dtype": args.dtype, "geometry": "LLaMA 4096 x 1 layer, CLIP-336 x 2 layers, SAM ViT-B"},
+        {
+            "parameters": count,
+            "llava_input_gib": llava_in / GIB,
+            "sam_input_gib": sam_in / GIB,
+            "output_gib": output / GIB,
+            "bytes_per_parameter": output / count,
+            "peak_rss_gib": peak / GIB,
+            "imports_rss_gib": imports / GIB,
+            "budget_gib": budget / GIB,
+            "beyond_imports_and_output_gib": extra / GIB,
+            "projected": projections,
+        },
+    )
 
 
 if __name__ == "__main__":

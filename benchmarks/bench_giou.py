@@ -9,13 +9,18 @@ RLE inputs, then counts pixels with numpy; its time is also shown without the de
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from metrics.giou import compute_giou
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import add_out_argument, write_results  # noqa: E402
+from metrics.giou import compute_giou  # noqa: E402
 
 HEIGHT, WIDTH = 375, 500
 
@@ -74,6 +79,7 @@ def main():
     parser.add_argument(
         "--dense-images", type=int, default=1500, help="images scored by both implementations"
     )
+    add_out_argument(parser, __file__)
     args = parser.parse_args()
 
     predictions, references = make_dataset(args.images, args.masks)
@@ -114,7 +120,35 @@ def main():
         f"  dense numpy, pre-decoded   {count_seconds:7.2f} s  {sub_masks / count_seconds:10,.0f} masks/s"
         f"  -> RLE is {count_seconds / rle_sub_seconds:.1f}x faster"
     )
-    print(f"  dense baseline projected to the whole set: {dense_seconds * num_masks / sub_masks:.0f} s")
+    projected = dense_seconds * num_masks / sub_masks
+    print(f"  dense baseline projected to the whole set: {projected:.0f} s")
+    settings = {"images": args.images, "masks": args.masks, "dense_images": args.dense_images}
+    write_results(
+        args.out,
+        settings,
+        {
+            "whole_set": {
+                "masks": num_masks,
+                "images": args.images,
+                "seconds": rle_seconds,
+                "masks_per_s": num_masks / rle_seconds,
+                "micro_giou": full["micro_giou"],
+            },
+            "side_by_side": {
+                "masks": sub_masks,
+                "images": args.dense_images,
+                "rle_seconds": rle_sub_seconds,
+                "rle_masks_per_s": sub_masks / rle_sub_seconds,
+                "dense_seconds": dense_seconds,
+                "dense_masks_per_s": sub_masks / dense_seconds,
+                "dense_predecoded_seconds": count_seconds,
+                "dense_predecoded_masks_per_s": sub_masks / count_seconds,
+                "rle_speedup": dense_seconds / rle_sub_seconds,
+                "rle_speedup_predecoded": count_seconds / rle_sub_seconds,
+            },
+            "dense_projected_seconds": projected,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -8,12 +8,17 @@ against one process measured side by side on a subset.
 
 import argparse
 import logging
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from partonomy_dataset.instances import Instance
-from partonomy_dataset.questions import build_questions
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import add_out_argument, write_results  # noqa: E402
+from partonomy_dataset.instances import Instance  # noqa: E402
+from partonomy_dataset.questions import build_questions  # noqa: E402
 
 NUM_OBJECTS, NUM_PARTS, NUM_CATEGORIES = 606, 975, 13
 
@@ -70,6 +75,7 @@ def main():
     parser.add_argument("--instances", type=int, default=74500)
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--subset", type=int, default=20000, help="instances built with 1 and N processes")
+    add_out_argument(parser, __file__)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
     logging.getLogger("partonomy_dataset.questions").setLevel(logging.INFO)  # prints each stage's time
@@ -95,6 +101,28 @@ def main():
     print(
         f"side by side on {len(subset)} instances: 1 process {one:.1f} s, {args.num_proc} processes "
         f"{many:.1f} s -> {one / many:.2f}x (identical questions)"
+    )
+    write_results(
+        args.out,
+        {"instances": args.instances, "num_proc": args.num_proc, "subset": len(subset)},
+        {
+            "instances": len(instances),
+            "objects": len(labels),
+            "part_names": len(parts),
+            "categories": len({i.category for i in instances}),
+            "whole_set": {
+                "questions": len(rows),
+                "seconds": seconds,
+                "questions_per_s": len(rows) / seconds,
+                "not_asked": dict(skipped),
+            },
+            "side_by_side": {
+                "instances": len(subset),
+                "one_process_seconds": one,
+                "num_proc_seconds": many,
+                "speedup": one / many,
+            },
+        },
     )
 
 

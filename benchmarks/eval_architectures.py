@@ -1,8 +1,8 @@
 """Table 3 on the toy set for two transformers architectures and PLUM, with each model's questions/s.
 
 The two transformers models are tiny and randomly initialised (LLaVA-1.5 and Qwen2-VL, their real processors and chat
-templates, `tests/tiny_vlms.py`): their rows show that any image-text-to-text model runs through the benchmark, not
-what such a model can do. PLUM is the checkpoint `make demo` trains.
+templates, `plum_training/testing/tiny_vlms.py`): their rows show that any image-text-to-text model runs through the
+benchmark, not what such a model can do. PLUM is the checkpoint `make demo` trains.
 
     python benchmarks/eval_architectures.py [--plum outputs/run/checkpoint-N/model] [--limit 200]
 """
@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import eval_partonomy  # noqa: E402
+from benchmarks._common import add_out_argument, write_results  # noqa: E402
 from partonomy_dataset import __main__ as dataset_cli  # noqa: E402
-from tests.tiny_vlms import write_tiny_llava, write_tiny_qwen2_vl  # noqa: E402
+from plum_training.evaluation import markdown_tables  # noqa: E402
+from plum_training.testing.tiny_vlms import write_tiny_llava, write_tiny_qwen2_vl  # noqa: E402
 
 OUT = ROOT / "outputs"
 
@@ -33,6 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plum", help="a PLUM checkpoint (default: the last one `make demo` wrote)")
     parser.add_argument("--limit", type=int, default=200)
+    add_out_argument(parser, __file__)
     args = parser.parse_args()
     data = OUT / "partonomy"
     if not (data / "data" / "toy").exists():
@@ -63,15 +66,21 @@ def main():
             str(args.limit),
         ]
         results = eval_partonomy.main(
-            [*common, "--model", *model, "--out", str(out), "--name", name, "--device", "cpu"]
+            [*common, "--model", *model, "--out", str(out), "--name", name, "--device", "cpu", "--overwrite"]
         )
-        rows[name] = results[name]
+        rows.update({row: result for row, result in results.items() if row in (name, f"{name}, blind")})
         rows.setdefault("random", results["random"])
-        speeds[name] = json.loads((out / "throughput.json").read_text())["questions_per_s"]
-    tables = eval_partonomy.markdown_tables(rows)
+        # 0 when every question was resumed from an earlier dump: nothing was timed
+        speeds[name] = json.loads((out / "throughput.json").read_text())["questions_per_s"] or None
+    tables = markdown_tables(rows)
     print(tables[tables.index("**Table 3") :])
     for name, speed in speeds.items():
         print(f"{name}: {speed:.2f} questions/s" if speed else f"{name}: resumed from its dump")
+    write_results(
+        args.out,
+        {"limit": args.limit, "dataset": str(data), "plum": str(plum) if plum is not None else None},
+        {"rows": rows, "questions_per_s": speeds},
+    )
 
 
 if __name__ == "__main__":

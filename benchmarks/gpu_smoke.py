@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._common import add_out_argument, write_results  # noqa: E402
 from modeling_plum import PlumConfig, PlumForConditionalGeneration  # noqa: E402
 from modeling_plum.processing_plum import IGNORE_INDEX, TAG_B, TAG_I, TAG_O  # noqa: E402
 
@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
         default=5,
         help="timed evaluation questions after one warm-up (0: time that one)",
     )
-    parser.add_argument("--out", help="also write the results as JSON here")
+    add_out_argument(parser, __file__)
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -210,9 +210,8 @@ def main(argv=None) -> dict:
             f"{r['trainable_parameters']:,} of {r['parameters']:,} parameters trained"
         )
     print(f"  evaluation: {results['eval']['questions_per_s']:.3f} questions/s (5 choices + 5 part masks)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
-    return results
+    settings = {k: getattr(args, k) for k in ("preset", "layers", "device", "dtype", "batch_size", "steps")}
+    return write_results(args.out, {**settings, "questions": args.questions}, results)
 
 
 if __name__ == "__main__":

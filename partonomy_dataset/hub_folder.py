@@ -298,7 +298,8 @@ def _example_block(row: dict) -> str:
 
 
 def card_text(folder, staged: dict[str, Path] | None = None) -> str:
-    """The dataset card for every config built into `folder` (with `staged` standing in, see `built_configs`)."""
+    """The dataset card for every config built into `folder` (with `staged` standing in, see `built_configs`): the
+    fixed text of `dataset_card.md` filled in with this build's configs, examples, question sets and statistics."""
     configs = built_configs(folder, staged)
     examples = {}
     for info in configs.values():
@@ -314,106 +315,15 @@ def card_text(folder, staged: dict[str, Path] | None = None) -> str:
     )
     question_sets = "\n".join(f"- `{name}`: {_question_set(info)}" for name, info in configs.items())
     descriptions = "\n".join(f"- `{name}`: {DESCRIPTIONS.get(name, name)}" for name in configs)
-    return f"""---
-pretty_name: PARTONOMY
-language:
-- en
-license: other
-task_categories:
-- image-segmentation
-- visual-question-answering
-tags:
-- part-segmentation
-- multiple-choice
-- partonomy
-{_yaml_configs(configs)}
----
-
-# PARTONOMY
-
-Explanatory part segmentation (Blume, Kim et al., *PARTONOMY: Large Multimodal Models with Part-Level Visual
-Understanding*, arXiv 2505.20759): given an image and a question about an object's parts, a model picks one of
-five answers and segments the parts it names. This folder was written by `python -m partonomy_dataset build`;
-every config loads offline with `datasets.load_dataset(<this folder>, "<config>")`.
-
-## Configs
-
-{descriptions}
-
-## Question types
-
-Five types, at most one of each per image:
-
-| type | asks |
-|---|---|
-| identification | the object's visible parts |
-| intersection | the visible parts it has in common with another object X (X shares at least one part) |
-| difference | the visible parts it has which X does not have (X lacks at least one of them) |
-| part2whole | its parts (calling it "the object"), then what the object is |
-| whole2part | what the object is, then its parts |
-
-X is preferably from the object's own category. Examples from this build:
-
-{example_lines}
-## Question sets
-
-{question_sets}
-
-A released question set arrives as released: its questions, choices and their order, the correct answer, the parts,
-their masks (the union of each part's RLEs) and the object turn; its own type (`identification_with_label`,
-`positive`, `negative`, `difference`, `whole_to_part`, `part_to_whole` ...) is kept in `released_question_type` beside
-the five-way `question_type` (the release's `difference`, "in common with X but not with Y", counts as a difference
-question). A generated set is made as described below.
-
-## Answer choices: mutation
-
-Each question has 5 answer choices, 1 correct and 4 wrong, in a shuffled order (`correct_index`; the
-reference code always put the correct one first). A wrong answer applies 1–2 operations to the correct part
-set — **add** a part, **delete** one, **replace** one — never touching the same part twice; wrong answers are
-non-empty and distinct from the correct one and from each other. New parts come from the object's category when
-it has enough parts (else from every part), drawn half of the time uniformly and half of the time in proportion to
-per-part scikit-learn logistic-regression models of part co-occurrence, fit once per build. Wrong objects for the
-part-whole questions are the labels most similar to the true one under sentence-transformers embeddings
-(all-MiniLM-L6-v2), drawn by a softmax of similarity among objects of the same category when there are enough.
-Everything is deterministic for a given seed.
-
-## Splits
-
-80/20 by image with seed 42 (`train` / `validation`); `core` is evaluation-only (`test`); a released question set
-keeps its files' splits, and Pascal-Part read from VLPart's `train.json` / `val.json` keeps theirs. One instance per
-object class per image: the one with the most parts, then the largest area; when the image holds several
-instances of that class, the chosen one's box is in `bbox` and drawn (red) on the image. VLPart's Pascal-Part json has
-no object-instance link, so there the parts of one object class in one image form one instance (each part the union
-of its annotations).
-
-## Fields
-
-`id`, `source`, `image`, `image_id`, `width`, `height`, `object`, `object_category`, `question_type`,
-`released_question_type` (null for generated questions), `question`, `answer_choices` (5 strings), `answer_parts` (the parts of each choice), `correct_index`,
-`comparison_object`, `object_question`, `object_answer_choices`, `object_correct_index` (-1 when not a
-part-whole question), `parts` (ground-truth part names), `masks` (COCO RLE `{{size, counts}}`, aligned with
-`parts`), `bbox` (`[x, y, w, h]` or null).
-
-## Statistics
-
-{statistics_table(folder, staged)}
-
-What each build skipped (counted, never silently):
-
-{skipped}
-
-## Citation
-
-```bibtex
-@article{{blume2025partonomy,
-  title={{PARTONOMY: Large Multimodal Models with Part-Level Visual Understanding}},
-  author={{Blume, Ansel and Kim, Jeonghwan and Ha, Hyeonjeong and Chatikyan, Elen and Jin, Xiaomeng and
-          Nguyen, Khanh Duy and Peng, Nanyun and Chang, Kai-Wei and Hoiem, Derek and Ji, Heng}},
-  journal={{arXiv preprint arXiv:2505.20759}},
-  year={{2025}}
-}}
-```
-"""
+    template = (Path(__file__).parent / "dataset_card.md").read_text(encoding="utf-8")
+    return template.format(
+        yaml_configs=_yaml_configs(configs),
+        descriptions=descriptions,
+        example_lines=example_lines,
+        question_sets=question_sets,
+        statistics=statistics_table(folder, staged),
+        skipped=skipped,
+    )
 
 
 def _question_set(info: dict) -> str:

@@ -11,7 +11,9 @@ A template is markdown with placeholders:
   (list items by index), with an optional format spec (`pct` = a share as a percentage with one decimal);
 - `{{ tables demo }}`: the paper's Table 2 and Table 3 for a run's rows (`plum_demo.report.table_rows` for the demo,
   `results.json` rows for an evaluation);
-- `{{ ablation_table }}`: the ablation's markdown table (`ablate.markdown`).
+- `{{ ablation_table }}`: the ablation's markdown table (`ablate.markdown`);
+- `{{ speed_tables training_speed }}`: `benchmarks/bench_training_speed.py`'s variants (samples/s, ratios) and its step
+  profile as markdown tables.
 """
 
 from __future__ import annotations
@@ -69,6 +71,33 @@ def ablation_table(runs: dict) -> str:
     return markdown(run["table"], run["before"], run["settings"])
 
 
+def speed_tables(runs: dict, name: str) -> str:
+    run = runs[name]
+    variants = run["variants"]
+    lines = [
+        "| variant | s / step | samples / s | × baseline | × the same without the change |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for result in variants.values():
+        reference = variants.get(result["reference"])
+        against = f"{result['vs_reference']:.2f} ({reference['label']})" if reference else "–"
+        lines.append(
+            f"| {result['label']} | {result['median_step_s']:.3f} | {result['samples_per_s']:.1f} | "
+            f"{result['ratio']:.2f} | {against} |"
+        )
+    profile = run["profile"]
+    lines += [
+        "",
+        f"Where a step goes ({profile['threads']} thread(s), batch {profile['batch_size']}, SAM embeddings cached, "
+        f"mean of {profile['steps']} steps):",
+        "",
+        "| part of the step | ms |",
+        "|---|---:|",
+    ]
+    lines += [f"| {part} | {ms:.1f} |" for part, ms in profile["ms_per_step"].items()]
+    return "\n".join(lines)
+
+
 def render(text: str, runs: dict) -> str:
     def replace(match):
         expression = match.group(1)
@@ -76,6 +105,8 @@ def render(text: str, runs: dict) -> str:
             return tables(runs, expression.split()[1])
         if expression == "ablation_table":
             return ablation_table(runs)
+        if expression.startswith("speed_tables "):
+            return speed_tables(runs, expression.split()[1])
         path, _, spec = (part.strip() for part in expression.partition("|"))
         return formatted(lookup(runs, path), spec or None)
 
@@ -100,6 +131,7 @@ RECORDED = {
         {"overlay_0_*.png": "demo_overlay.png", "learning_curve.png": "learning_curve.png"},
     ),
     "ablation": ("ablation/ablation.json", {"ablation/trade_off.png": "ablation_trade_off.png"}),
+    "training_speed": ("bench/bench_training_speed.json", {}),
 }
 
 

@@ -44,7 +44,7 @@ class DemoSettings:
     batch_size: int = 8
     learning_rate: float = 1e-3
     warmup_steps: int = 50
-    eval_questions: int = 200
+    eval_questions: int = 600  # about half the validation split: identification alone gets ~130
     curve_every: float = 60.0
     curve_questions: int = 48
     overlays: int = 6

@@ -290,7 +290,9 @@ def prepare(out: Path, toy_images: int, stage0_settings) -> tuple[str, str, int,
     base = out / "ablation" / "base"
     if not (base / "config.json").exists():
         convert(pretrained, base)
-    seg_token_index = AutoTokenizer.from_pretrained(base).convert_tokens_to_ids(SEG_TOKEN)
+    seg_token_index = AutoTokenizer.from_pretrained(base, trust_remote_code=True).convert_tokens_to_ids(
+        SEG_TOKEN
+    )
     return str(base), str(data), seg_token_index, base_text(base, data)
 
 

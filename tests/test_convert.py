@@ -16,8 +16,11 @@ from modeling_plum.convert import (
     main,
     sam_size_of,
 )
-
-from .real_geometry import reference_state_dict, write_clip_224, write_reference_tokenizer
+from plum_training.testing.real_geometry import (
+    reference_state_dict,
+    write_clip_224,
+    write_reference_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")

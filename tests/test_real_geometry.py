@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from .real_geometry import LLAVA_15, write_llava_15, write_sam
+from plum_training.testing.real_geometry import LLAVA_15, write_llava_15, write_sam
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def converted(tmp_path_factory):
         import json, sys
         sys.path.insert(0, {str(ROOT)!r})
         from modeling_plum.convert import main
-        from tests.real_geometry import peak_rss_bytes
+        from plum_training.testing.real_geometry import peak_rss_bytes
         main(["--llava", {str(root / "llava")!r}, "--sam", {str(root / "sam_vit_b.pth")!r},
               "--out", {str(root / "plum")!r}])
         print(json.dumps({{"peak_rss": peak_rss_bytes()}}))
