@@ -49,6 +49,41 @@ def parameters(preset: str) -> tuple[int, int, int]:
     return count(model.llava), sam, count(model) - count(model.llava) - sam
 
 
+def parameter_count(folder: Path) -> int:
+    from safetensors import safe_open
+
+    count = 0
+    for shard in folder.glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            for key in f.keys():
+                shape = f.get_slice(key).get_shape()
+                count += int(torch.tensor(shape).prod()) if shape else 1
+    return count
+
+
+def project(imports: int, dtype: str) -> dict:
+    """The real presets' output size and peak RSS, projected from the measured import cost (printed as well)."""
+    projections = {}
+    for preset in ("plum-7b", "plum-13b"):
+        llava, sam, heads = parameters(preset)
+        out = (llava + sam + heads) * BYTES[dtype]
+        inputs = llava * 2 + sam * 4  # fp16 LLaVA as llava-hf ships it, fp32 SAM ViT-H
+        projected = imports + out + sam * 4  # the output in memory, plus the SAM state dict read in float32
+        print(
+            f"  {preset}: {llava + sam + heads:,} parameters → output {out / GIB:.1f} GiB; projected peak RSS "
+            f"≈ {projected / GIB:.1f} GiB (inputs {inputs / GIB:.1f} GiB + output + 1.5 GiB = "
+            f"{(inputs + out + 1.5 * GIB) / GIB:.1f} GiB)"
+        )
+        projections[preset] = {
+            "parameters": llava + sam + heads,
+            "output_gib": out / GIB,
+            "inputs_gib": inputs / GIB,
+            "peak_rss_gib": projected / GIB,
+            "budget_gib": (inputs + out + 1.5 * GIB) / GIB,
+        }
+    return projections
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(BYTES))
@@ -84,14 +119,7 @@ def main():
         imports = json.loads(baseline.stdout.strip().splitlines()[-1])
         llava_in, sam_in = folder_bytes(root / "llava"), folder_bytes(root / "sam.pth")
         output = folder_bytes(root / "plum")
-        from safetensors import safe_open
-
-        count = 0
-        for shard in (root / "plum").glob("*.safetensors"):
-            with safe_open(str(shard), "pt") as f:
-                for key in f.keys():
-                    shape = f.get_slice(key).get_shape()
-                    count += int(torch.tensor(shape).prod()) if shape else 1
+        count = parameter_count(root / "plum")
     budget = llava_in + sam_in + output + 1.5 * GIB
     print(
         f"shallow real geometry (LLaMA 4096 x 1 layer, CLIP-336 x 2 layers, SAM ViT-B), --dtype {args.dtype}:"
@@ -106,24 +134,7 @@ def main():
     )
     extra = peak - imports - output  # what the conversion holds beyond the output (the SAM file, transients)
     print(f"  beyond imports + output: {extra / GIB:.2f} GiB")
-    projections = {}
-    for preset in ("plum-7b", "plum-13b"):
-        llava, sam, heads = parameters(preset)
-        out = (llava + sam + heads) * BYTES[args.dtype]
-        inputs = llava * 2 + sam * 4  # fp16 LLaVA as llava-hf ships it, fp32 SAM ViT-H
-        projected = imports + out + sam * 4  # the output in memory, plus the SAM state dict read in float32
-        print(
-            f"  {preset}: {llava + sam + heads:,} parameters → output {out / GIB:.1f} GiB; projected peak RSS "
-            f"≈ {projected / GIB:.1f} GiB (inputs {inputs / GIB:.1f} GiB + output + 1.5 GiB = "
-            f"{(inputs + out + 1.5 * GIB) / GIB:.1f} GiB)"
-        )
-        projections[preset] = {
-            "parameters": llava + sam + heads,
-            "output_gib": out / GIB,
-            "inputs_gib": inputs / GIB,
-            "peak_rss_gib": projected / GIB,
-            "budget_gib": (inputs + out + 1.5 * GIB) / GIB,
-        }
+    projections = project(imports, args.dtype)
     write_results(
         args.out,
         {"dtype": args.dtype, "geometry": "LLaMA 4096 x 1 layer, CLIP-336 x 2 layers, SAM ViT-B"},

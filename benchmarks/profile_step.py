@@ -49,15 +49,9 @@ class Timers:
         model_module.register_forward_hook(post)
 
 
-def profile(
-    model, processor, rows, steps: int, batch_size: int, embeddings=None, max_grad_norm: float = 1.0
-) -> tuple[dict, float]:
-    """Seconds per step by component over `steps` steps (after 2 warm-up steps), and steps/s. A step is the trainer's:
-    collation, forward, backward, gradient clipping, AdamW (foreach) step. With `embeddings` (an
-    `ImageEmbeddingCache` of `model`) the SAM embeddings come from the cache, as in training with a frozen SAM encoder;
-    every timed image is encoded before the clock starts (a run after its first epoch)."""
-    base = model.get_base_model()
-    timers = Timers()
+def instrument(base, timers: Timers):
+    """Hooks `timers` onto the model's components (module hooks, and wrappers around the KL teacher, SAM's encoder and
+    the feedback pooler); returns a function that takes the wrappers off again."""
     for name, module in (
         ("CLIP vision tower", base.llava.model.vision_tower),
         ("projector", base.llava.model.multi_modal_projector),
@@ -90,6 +84,25 @@ def profile(
             timed("feedback pooler", original_encode),
             timed("feedback pooler", original_pool),
         )
+
+    def restore():
+        base._teacher_hidden_states, base.get_image_embeddings = original_teacher, original_embed
+        if pooler is not None:
+            pooler.encode, pooler.pool = original_encode, original_pool
+
+    return restore
+
+
+def profile(
+    model, processor, rows, steps: int, batch_size: int, embeddings=None, max_grad_norm: float = 1.0
+) -> tuple[dict, float]:
+    """Seconds per step by component over `steps` steps (after 2 warm-up steps), and steps/s. A step is the trainer's:
+    collation, forward, backward, gradient clipping, AdamW (foreach) step. With `embeddings` (an
+    `ImageEmbeddingCache` of `model`) the SAM embeddings come from the cache, as in training with a frozen SAM encoder;
+    every timed image is encoded before the clock starts (a run after its first epoch)."""
+    base = model.get_base_model()
+    timers = Timers()
+    restore = instrument(base, timers)
     collator = Collator(processor, keep_images=embeddings is not None)
     chunks = [
         [rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)] for step in range(steps + 2)
@@ -128,9 +141,7 @@ def profile(
         optimizer.zero_grad()
         timers.seconds["optimizer step"] += time.perf_counter() - t
         total += time.perf_counter() - started
-    base._teacher_hidden_states, base.get_image_embeddings = original_teacher, original_embed
-    if pooler is not None:
-        pooler.encode, pooler.pool = original_encode, original_pool
+    restore()
     per_step = {k: v / steps for k, v in timers.seconds.items()}
     # the LLaMA hook also fires inside the teacher: count that time once, as the teacher's
     per_step["LLaMA"] -= per_step.get("KL teacher forward", 0.0)

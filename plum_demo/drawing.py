@@ -189,15 +189,15 @@ def line_chart(
 
 
 def trade_off_chart(points: list[dict], size=(620, 400)) -> Image.Image:
-    """Fig. 5b's trade-off: micro-gIoU (y) against text retention (x), one point per λ_KL with its 95 % intervals as
-    error bars. `points`: dicts with `kl_loss_weight` and `micro_giou` / `retention` as {mean, low, high}."""
+    """Fig. 5b's trade-off: micro-gIoU (y) against text retention (x), one point per KL weight (λ_KL) with its 95 %
+    intervals as error bars and a legend of the weights (the bundled font has no Greek letters). `points`: dicts with `kl_loss_weight` and `micro_giou` / `retention` as {mean, low, high}."""
     width, height = size
     left, right, top, bottom = 60, 30, 44, 50
     canvas = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(canvas)
     draw.text(
         (8, 8),
-        "micro-gIoU against text retention, one point per λ_KL (95 % intervals)",
+        "micro-gIoU against text retention, one point per KL weight (95 % intervals)",
         fill="black",
         font=font(14),
     )
@@ -217,11 +217,15 @@ def trade_off_chart(points: list[dict], size=(620, 400)) -> Image.Image:
         draw.text((position(tick, y0)[0] - 12, top + plot_h + 6), f"{tick:.2f}", fill="black", font=font())
     for k, point in enumerate(points):
         g, r = point["micro_giou"], point["retention"]
+        ink = colour(LINE_COLOURS[k % len(LINE_COLOURS)])
         cx, cy = position(r["mean"], g["mean"])
-        draw.line([position(r["low"], g["mean"]), position(r["high"], g["mean"])], fill=colour(k), width=2)
-        draw.line([position(r["mean"], g["low"]), position(r["mean"], g["high"])], fill=colour(k), width=2)
-        draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=colour(k))
-        draw.text((cx + 6, cy - 16), f"λ_KL = {point['kl_loss_weight']:g}", fill="black", font=font())
+        draw.line([position(r["low"], g["mean"]), position(r["high"], g["mean"])], fill=ink, width=2)
+        draw.line([position(r["mean"], g["low"]), position(r["mean"], g["high"])], fill=ink, width=2)
+        draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=ink)
+        # a legend row per point (labels beside points collide when the points are close)
+        ly = top + 8 + k * ROW
+        draw.ellipse([left + 10, ly + 3, left + 18, ly + 11], fill=ink)
+        draw.text((left + 24, ly), f"KL weight {point['kl_loss_weight']:g}", fill="black", font=font())
     draw.text(
         (left + plot_w // 2 - 110, height - 22),
         "text retention (naming accuracy after / before)",

@@ -100,7 +100,8 @@ def test_two_architectures_through_the_whole_script(root, tmp_path):
             "--name",
             architecture,
         )
-        assert rescored == results
+        # the same rows from the dump alone; the blind row has a dump of its own, not re-scored here
+        assert rescored == {name: row for name, row in results.items() if name != f"{architecture}, blind"}
 
 
 def test_external_predictions_in_the_documented_format(root, tmp_path):

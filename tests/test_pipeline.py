@@ -127,18 +127,20 @@ def test_pipeline_task_and_input_errors(tiny):
     pipe = pipeline("part-segmentation", model=model, processor=processor)  # the registered task, in memory
     # by name: a saved folder loaded with trust_remote_code earlier in the session registers its own copy of the class
     assert type(pipe).__name__ == PlumPartSegmentationPipeline.__name__
+    input_error = sys.modules[type(pipe).__module__].PlumInputError  # the error class of that same copy
+    assert input_error.__name__ == PlumInputError.__name__
     image = noise(32, 32)
-    with pytest.raises(PlumInputError, match="'wing' is not in the answer"):
+    with pytest.raises(input_error, match="'wing' is not in the answer"):
         pipe(image, QUESTION, answer=ANSWER, spans=["wing"])
-    with pytest.raises(PlumInputError, match="pass answer="):
+    with pytest.raises(input_error, match="pass answer="):
         pipe(image, QUESTION, spans=["door"])
-    with pytest.raises(PlumInputError, match="outside the answer"):
+    with pytest.raises(input_error, match="outside the answer"):
         pipe(image, QUESTION, answer=ANSWER, spans=[(80, 200)])
-    with pytest.raises(PlumInputError, match="a question is needed"):
+    with pytest.raises(input_error, match="a question is needed"):
         pipe(image, "")
-    with pytest.raises(PlumInputError, match="PLUM needs at least 16"):
+    with pytest.raises(input_error, match="PLUM needs at least 16"):
         pipe(Image.new("RGB", (8, 8)), QUESTION)
-    with pytest.raises(PlumInputError, match="a list of 2"):
+    with pytest.raises(input_error, match="a list of 2"):
         pipe([image, image], [QUESTION])
-    with pytest.raises(PlumInputError, match="longer than max_length"):
+    with pytest.raises(input_error, match="longer than max_length"):
         pipe(image, QUESTION, answer="wheel " * 600, spans=["wheel"])

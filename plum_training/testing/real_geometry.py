@@ -71,9 +71,29 @@ def train_llama_tokenizer(vocab_size: int = 1200, extra_special: tuple[str, ...]
     return tokenizer
 
 
+def legacy_name(key: str) -> str:
+    for new, old in LEGACY_LLAVA_NAMES:
+        if key.startswith(new):
+            return old + key[len(new) :]
+    return key
+
+
+def rename_to_legacy(folder: Path):
+    """The weights of a saved LLaVA folder (shards and index) under the key names llava-hf's files use."""
+    from safetensors.torch import load_file, save_file
+
+    for shard in sorted(folder.glob("model*.safetensors")):
+        state = load_file(str(shard))
+        save_file({legacy_name(k): v for k, v in state.items()}, str(shard), metadata={"format": "pt"})
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {legacy_name(k): file for k, file in data["weight_map"].items()}
+        index.write_text(json.dumps(data))
+
+
 def write_llava_15(folder: Path, seed: int = 0) -> Path:
     """An HF LLaVA-1.5 folder as llava-hf ships it: fp16 safetensors with legacy key names, `LlavaProcessor`."""
-    from safetensors.torch import load_file, save_file
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -119,28 +139,7 @@ def write_llava_15(folder: Path, seed: int = 0) -> Path:
     llava.config.dtype = torch.float16
     llava.save_pretrained(folder)
     del llava
-    for shard in sorted(folder.glob("model*.safetensors")):
-        state = load_file(str(shard))
-        renamed = {}
-        for key, tensor in state.items():
-            for new, old in LEGACY_LLAVA_NAMES:
-                if key.startswith(new):
-                    key = old + key[len(new) :]
-                    break
-            renamed[key] = tensor
-        save_file(renamed, str(shard), metadata={"format": "pt"})
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        data = json.loads(index.read_text())
-        mapping = {}
-        for key, file in data["weight_map"].items():
-            for new, old in LEGACY_LLAVA_NAMES:
-                if key.startswith(new):
-                    key = old + key[len(new) :]
-                    break
-            mapping[key] = file
-        data["weight_map"] = mapping
-        index.write_text(json.dumps(data))
+    rename_to_legacy(folder)
     size = g["image_size"]
     LlavaProcessor(
         image_processor=CLIPImageProcessor(
