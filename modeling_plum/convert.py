@@ -113,6 +113,19 @@ def tiny_processor(config: PlumConfig, tokenizer) -> PlumProcessor:
     )
 
 
+def fit_to_tokenizer(llava_config, tokenizer):
+    """A LLaVA config's vocabulary size, special-token ids and image token id set from `tokenizer` (one trained
+    here, whose ids are not the preset's)."""
+    text = llava_config.text_config
+    text.vocab_size = len(tokenizer)
+    text.pad_token_id, text.bos_token_id, text.eos_token_id = (
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+    )
+    llava_config.image_token_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
 def build_tiny(corpus: list[str] | None = None, seed: int = 0, seg_token: bool = False, **overrides):
     """The tiny preset with a freshly trained tokenizer: ids come from the tokenizer, never constants. `seg_token`
     adds LISA's `[SEG]` to the vocabulary (the ablation's `segmentation_query="seg_token"` uses it)."""
@@ -121,14 +134,7 @@ def build_tiny(corpus: list[str] | None = None, seed: int = 0, seg_token: bool =
     if seg_token:
         overrides.setdefault("seg_token_index", tokenizer.convert_tokens_to_ids(SEG_TOKEN))
     config = PlumConfig.from_preset("tiny", **overrides)
-    text = config.text_config
-    text.vocab_size = len(tokenizer)
-    text.pad_token_id, text.bos_token_id, text.eos_token_id = (
-        tokenizer.pad_token_id,
-        tokenizer.bos_token_id,
-        tokenizer.eos_token_id,
-    )
-    config.llava_config.image_token_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    fit_to_tokenizer(config.llava_config, tokenizer)
     torch.manual_seed(seed)
     model = PlumForConditionalGeneration(config)
     processor = tiny_processor(config, tokenizer)

@@ -32,7 +32,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from modeling_plum.configuration_plum import PlumConfig
-from modeling_plum.convert import IMAGE_TOKEN, square_clip_image_processor, train_tiny_tokenizer
+from modeling_plum.convert import (
+    IMAGE_TOKEN,
+    fit_to_tokenizer,
+    square_clip_image_processor,
+    train_tiny_tokenizer,
+)
 from modeling_plum.losses_plum import dice_loss, sigmoid_bce_loss
 from modeling_plum.processing_plum import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from modeling_plum.segmentation_plum import build_sam, decode_one_prompt_per_image
@@ -235,14 +240,7 @@ def pretrain_llava(samples, pixels, tokenizer, clip, settings: Stage0Settings):
     from transformers import LlavaForConditionalGeneration
 
     config = PlumConfig.from_preset("tiny").llava_config
-    text = config.text_config
-    text.vocab_size = len(tokenizer)
-    text.pad_token_id, text.bos_token_id, text.eos_token_id = (
-        tokenizer.pad_token_id,
-        tokenizer.bos_token_id,
-        tokenizer.eos_token_id,
-    )
-    config.image_token_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    fit_to_tokenizer(config, tokenizer)
     model = LlavaForConditionalGeneration(config)
     model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
     model.model.vision_tower.requires_grad_(False)
