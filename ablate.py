@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from partonomy_dataset import atomic
 from plum_training import ablation
 from plum_training.stage0 import Stage0Settings
 
@@ -54,9 +55,9 @@ def main(argv=None) -> dict:
     result = {"settings": asdict(settings), "before": before, "table": table, "runs": runs}
     result["trade_off"] = ablation.trade_off_points(table, before)
     result["seconds"] = round(time.monotonic() - started, 1)
-    (folder / "ablation.json").write_text(json.dumps(result, indent=1))
+    atomic.write_text(folder / "ablation.json", json.dumps(result, indent=1))
     report = ablation.markdown(table, before, asdict(settings))
-    (folder / "ablation.md").write_text(report + "\n")
+    atomic.write_text(folder / "ablation.md", report + "\n")
     from plum_demo.drawing import trade_off_chart
 
     trade_off_chart(result["trade_off"]).save(folder / "trade_off.png")

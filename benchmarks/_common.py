@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,18 +69,12 @@ def _cpu_model() -> str | None:
 def write_results(path, settings: dict, results: dict) -> dict:
     """`{"settings": …, "machine": …, **results}` to `path` as JSON, atomically (a temporary file in the same folder,
     then a rename): a reader never sees half a file. Returns what was written."""
+    from partonomy_dataset import atomic
+
     payload = {"settings": settings, "machine": machine(), **results}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(payload, file, indent=1, default=str)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
     return payload
 
 

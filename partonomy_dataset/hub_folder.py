@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 
-from . import templates
+from . import atomic, templates
 from .builder import DESCRIPTIONS
 
 logger = logging.getLogger(__name__)
@@ -47,16 +47,6 @@ def statistics(dataset: datasets.Dataset) -> dict[str, int]:
             masks.add((image_id, obj, part))
     values = (len(objects), len(parts), len(object_parts), len(images), len(masks), len(dataset))
     return dict(zip(STAT_COLUMNS, values))
-
-
-def _atomic_write_bytes(path: Path, data: bytes):
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def _atomic_write_text(path: Path, text: str):
-    _atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def check_output_folder(folder):
@@ -197,12 +187,12 @@ def _swap_in(folder: Path, target: Path, staging: Path, card: str):
             os.replace(staging / name, target / name)
             moved.append(name)
         os.replace(staging / BUILD_INFO, target / BUILD_INFO)
-        _atomic_write_text(folder / "README.md", card)
+        atomic.write_text(folder / "README.md", card)
     except BaseException:
         if previous is None:
             (target / BUILD_INFO).unlink(missing_ok=True)
         else:
-            _atomic_write_bytes(target / BUILD_INFO, previous)
+            atomic.write_bytes(target / BUILD_INFO, previous)
         for name in moved:
             (target / name).unlink(missing_ok=True)
         raise
@@ -335,7 +325,7 @@ def _question_set(info: dict) -> str:
 
 
 def write_card(folder):
-    _atomic_write_text(Path(folder) / "README.md", card_text(folder))
+    atomic.write_text(Path(folder) / "README.md", card_text(folder))
 
 
 def push_to_hub(

@@ -20,12 +20,10 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import uuid
 from pathlib import Path
 
-from . import masks, templates
+from . import atomic, masks, templates
 from .instances import ReadStats, SkippedRecord, image_size, text_problem
 from .paths import resolve_inside
 from .sources import core
@@ -455,12 +453,8 @@ def export_qa(dataset, out, reference_fields_only: bool = False) -> Path:
         name = _export_name(row, digests)
         target = image_dir / name
         if name not in written and (not target.exists() or target.read_bytes() != row["image"]["bytes"]):
-            tmp = target.with_name(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_bytes(row["image"]["bytes"])
-            os.replace(tmp, target)
+            atomic.write_bytes(target, row["image"]["bytes"])
         written.add(name)
         records.append(row_to_record(row, f"{IMAGE_DIR}/{name}", reference_fields_only))
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(records), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic.write_text(out, json.dumps(records))
     return out

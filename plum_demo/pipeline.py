@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from partonomy_dataset import atomic
 from plum_training.stage0 import Stage0Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +161,7 @@ def run(settings: DemoSettings) -> dict:
     results["seconds"] = {**timings, "total": round(time.monotonic() - started, 1)}
     results["settings"] = asdict(settings)
     results["checkpoint"] = str(export)
-    (out / "demo_results.json").write_text(json.dumps(results, indent=1))
+    atomic.write_text(out / "demo_results.json", json.dumps(results, indent=1))
     from .report import learning_curve_png
 
     learning_curve_png(results, out / "learning_curve.png")

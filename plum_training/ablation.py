@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from partonomy_dataset import atomic
+
 # name → (PlumConfig overrides, {metric: the paper's direction against full PLUM}, the paper's claim)
 VARIANTS = {
     "full PLUM": ({}, {}, "the reference row (λ_KL = 0.1)"),
@@ -137,9 +139,7 @@ def read_runs(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     if len(runs) < len(lines) or (lines and not path.read_text(encoding="utf-8").endswith("\n")):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in runs), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic.write_lines(path, (json.dumps(r) for r in runs))
     return runs
 
 

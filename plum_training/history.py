@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
+
+from partonomy_dataset import atomic
 
 logger = logging.getLogger(__name__)
 LOG_HISTORY = "log_history.jsonl"
@@ -39,9 +40,7 @@ class LogHistory:
         if not self.enabled:
             return
         kept = [r for r in read_history(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic.write_lines(self.path, (json.dumps(r) for r in kept))
 
     def start_fresh(self):
         if self.enabled and self.path.exists():

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from metrics.giou.giou import check_rles, to_rle
+from partonomy_dataset import atomic
 from partonomy_dataset.templates import PART_WHOLE_TYPES
 
 logger = logging.getLogger(__name__)
@@ -106,9 +105,7 @@ def mask_problem(record: dict, row: Mapping) -> str | None:
 
 def _repair(path: Path, lines: list[bytes], keep: int):
     """Rewrites `path` with its first `keep` lines only, atomically (a temporary file renamed over it)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(b"".join(line + b"\n" for line in lines[:keep]))
-    os.replace(tmp, path)
+    atomic.write_bytes(path, b"".join(line + b"\n" for line in lines[:keep]))
 
 
 def _parse(path: Path, lines: list[bytes], repair: bool, skipped: list):

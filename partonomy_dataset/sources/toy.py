@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from .. import masks
+from .. import atomic, masks
 from ..instances import Instance
 
 SOURCE = "toy"
@@ -438,9 +438,7 @@ def generate(out_dir, num_images: int, seed: int = 42, size: int = DEFAULT_IMAGE
         object_name, image, part_masks = draw(index, seed, size)
         image_id = f"toy_{index:06d}"
         path = out_dir / f"{image_id}.jpg"
-        tmp = path.with_suffix(".jpg.tmp")
-        tmp.write_bytes(jpeg(image))
-        tmp.replace(path)
+        atomic.write_bytes(path, jpeg(image))
         rles = {name: masks.encode(mask) for name, mask in sorted(part_masks.items())}
         instances.append(
             Instance(
