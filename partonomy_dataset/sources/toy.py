@@ -5,14 +5,17 @@ Every object class is a list of parts in drawing order; every part is one or mor
 a random rotation (±15°), an optional mirror, a random colour per part (kept apart from its neighbours' colours)
 and a noisy background, so that parts are told apart by shape and layout, never by a fixed colour.
 
-Instances differ in what they show, as real ones do: each part of an object is absent from an image with
-probability `ABSENT_PROBABILITY` (a car seen without its mirror, a house without its chimney, a lighthouse without
-its door), a part drawn on another one (an eye on a head) goes with it, and enough stays for the object to be
-recognised (one of its `LARGE_PARTS` and at least `min_present_parts`). So the correct answer to "what visible parts does the car have?" differs from image to image, and the
-paper's mutations (adding and removing plausible parts) give wrong answers that only the image rules out. A
-part's mask is what stays visible after the parts drawn over it; a part left with fewer than `MIN_PART_PIXELS`
-visible pixels is not drawn at all, so that "in the answer" and "visible in the image" always agree.
-Deterministic for a given seed.
+Instances differ in what they show, as real ones do: each part of an object is absent from an image with probability
+`ABSENT_PROBABILITY` (a car seen without its mirror, a house without its chimney, a lighthouse without its door), a
+part drawn on another one (an eye on a head) goes with it, and enough stays for the object to be recognised (one of
+its `LARGE_PARTS` and at least `min_present_parts`). So the correct answer to "what visible parts does the car
+have?" differs from image to image, and the paper's mutations (adding and removing plausible parts) give wrong
+answers that only the image rules out. Every object has 6-9 parts, some shared within its category (a barn has a
+chimney as a house does, a table and a chair stand on feet): an object of few parts has few possible part sets, and
+a mutation drawing from a category of unlike objects adds a part the object never has, both of which the question
+text alone gives away. A part's mask is what stays visible after the parts drawn over it; a part left with fewer
+than `MIN_PART_PIXELS` visible pixels is not drawn at all, so that "in the answer" and "visible in the image" always
+agree. Deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
         [
             ("cargo box", [rect(-1, -0.75, 0.3, 0.4)]),
             ("cab", [rect(0.35, -0.45, 1, 0.4)]),
+            ("license plate", [rect(-1.04, 0.1, -0.86, 0.28)]),
             ("window", [rect(0.5, -0.35, 0.9, -0.05)]),
             ("door", [rect(0.45, 0.0, 0.75, 0.36)]),
             ("headlight", [ellipse(0.95, 0.2, 0.06, 0.08)]),
@@ -135,11 +139,14 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
             ("roof", [tri((-1, -0.2), (0, -0.9), (1, -0.2))]),
             ("door", [rect(-0.15, 0.4, 0.2, 0.95)]),
             ("window", [rect(-0.62, 0.05, -0.3, 0.35), rect(0.4, 0.05, 0.7, 0.35)]),
+            ("handle", [circle(0.1, 0.7, 0.06)]),
+            ("step", [rect(-0.3, 0.9, 0.35, 1.0)]),
         ],
     ),
     "barn": (
         "building",
         [
+            ("chimney", [rect(0.45, -0.85, 0.62, -0.4)]),
             ("wall", [tri((-0.85, -0.1), (0, -0.55), (0.85, -0.1), (0.85, 0.95), (-0.85, 0.95))]),
             (
                 "roof",
@@ -156,7 +163,12 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
                     )
                 ],
             ),
+            ("cupola", [rect(-0.14, -1.0, 0.14, -0.8)]),
             ("door", [rect(-0.35, 0.3, 0.35, 0.95)]),
+            (
+                "beam",
+                [tri((-0.35, 0.3), (-0.25, 0.3), (0.35, 0.85), (0.35, 0.95), (0.25, 0.95), (-0.35, 0.4))],
+            ),
             ("window", [circle(0, -0.15, 0.16)]),
         ],
     ),
@@ -164,7 +176,9 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
         "building",
         [
             ("tower", [tri((-0.35, -0.35), (0.35, -0.35), (0.55, 0.95), (-0.55, 0.95))]),
+            ("stripe", [tri((-0.41, 0.05), (0.41, 0.05), (0.44, 0.22), (-0.44, 0.22))]),
             ("lantern", [rect(-0.3, -0.65, 0.3, -0.35)]),
+            ("gallery", [rect(-0.46, -0.4, 0.46, -0.3)]),
             ("roof", [tri((-0.4, -0.65), (0, -1), (0.4, -0.65))]),
             ("door", [rect(-0.15, 0.55, 0.15, 0.95)]),
             ("window", [rect(-0.1, -0.05, 0.1, 0.15), rect(-0.1, 0.25, 0.1, 0.42)]),
@@ -221,7 +235,10 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
                 [tri((-0.2, -0.3), (0.1, -0.75), (0.3, -0.3)), tri((-0.1, 0.3), (0.1, 0.65), (0.25, 0.3))],
             ),
             ("body", [ellipse(0.05, 0, 0.65, 0.38)]),
-            ("eye", [circle(0.45, -0.08, 0.09)]),
+            ("head", [ellipse(0.45, 0, 0.27, 0.3)]),
+            ("gill", [rect(0.26, -0.16, 0.33, 0.16)]),
+            ("eye", [circle(0.5, -0.1, 0.09)]),
+            ("mouth", [tri((0.56, 0.06), (0.8, 0.0), (0.78, 0.17))]),
         ],
     ),
     "tree": (
@@ -230,6 +247,8 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
             ("root", [tri((-0.15, 0.8), (-0.5, 1), (0.5, 1), (0.15, 0.8))]),
             ("trunk", [rect(-0.15, 0.0, 0.15, 0.9)]),
             ("crown", [ellipse(0, -0.35, 0.75, 0.6)]),
+            ("branch", [tri((0.05, -0.05), (0.45, -0.5), (0.53, -0.43), (0.13, 0.03))]),
+            ("leaf", [ellipse(0.32, 0.45, 0.2, 0.08)]),
             ("fruit", [circle(-0.35, -0.3, 0.11), circle(0.3, -0.5, 0.11), circle(0.1, -0.05, 0.11)]),
         ],
     ),
@@ -238,6 +257,7 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
         [
             ("root", [tri((-0.05, 0.85), (-0.35, 1), (0.35, 1), (0.05, 0.85))]),
             ("stem", [rect(-0.05, -0.1, 0.05, 0.9)]),
+            ("bud", [ellipse(0.28, 0.05, 0.08, 0.13)]),
             ("leaf", [ellipse(-0.25, 0.5, 0.22, 0.09), ellipse(0.25, 0.3, 0.22, 0.09)]),
             (
                 "petal",
@@ -247,6 +267,7 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
                 ],
             ),
             ("pistil", [circle(0, -0.45, 0.14)]),
+            ("sepal", [tri((-0.2, -0.12), (0.2, -0.12), (0, 0.05))]),
         ],
     ),
     "lamp": (
@@ -254,22 +275,31 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
         [
             ("base", [ellipse(0, 0.88, 0.45, 0.12)]),
             ("pole", [rect(-0.06, -0.35, 0.06, 0.85)]),
+            ("switch", [rect(0.06, 0.15, 0.2, 0.3)]),
+            ("bulb", [circle(0, -0.22, 0.14)]),
             ("shade", [tri((-0.3, -0.85), (0.3, -0.85), (0.55, -0.3), (-0.55, -0.3))]),
+            ("finial", [circle(0, -0.93, 0.08)]),
         ],
     ),
     "table": (
         "furniture",
         [
+            ("shelf", [rect(-0.72, 0.5, 0.72, 0.62)]),
             ("leg", [rect(-0.85, -0.1, -0.7, 0.9), rect(0.7, -0.1, 0.85, 0.9)]),
+            ("foot", [rect(-0.9, 0.86, -0.65, 0.98), rect(0.65, 0.86, 0.9, 0.98)]),
             ("tabletop", [rect(-1, -0.25, 1, -0.05)]),
             ("drawer", [rect(-0.35, -0.05, 0.35, 0.2)]),
+            ("knob", [circle(0, 0.075, 0.07)]),
         ],
     ),
     "chair": (
         "furniture",
         [
             ("backrest", [rect(-0.5, -0.95, -0.32, 0.1)]),
+            ("headrest", [rect(-0.56, -1.02, -0.26, -0.88)]),
+            ("crossbar", [rect(-0.38, 0.5, 0.38, 0.58)]),
             ("leg", [rect(-0.5, 0.1, -0.38, 0.9), rect(0.38, 0.1, 0.5, 0.9)]),
+            ("foot", [rect(-0.55, 0.86, -0.33, 0.98), rect(0.33, 0.86, 0.55, 0.98)]),
             ("seat", [rect(-0.55, -0.02, 0.55, 0.15)]),
             ("armrest", [rect(-0.5, -0.4, 0.3, -0.3), rect(0.2, -0.4, 0.3, -0.02)]),
         ],
@@ -279,8 +309,11 @@ OBJECTS: dict[str, tuple[str, list[tuple[str, list]]]] = {
         [
             ("body", [rect(-0.35, -0.2, 0.35, 0.95), ellipse(0, -0.2, 0.35, 0.15)]),
             ("neck", [rect(-0.13, -0.7, 0.13, -0.25)]),
-            ("cap", [rect(-0.16, -0.9, 0.16, -0.68)]),
+            ("lip", [rect(-0.17, -0.73, 0.17, -0.63)]),
+            ("cap", [rect(-0.16, -0.9, 0.16, -0.7)]),
+            ("base", [rect(-0.35, 0.82, 0.35, 0.95)]),
             ("label", [rect(-0.35, 0.15, 0.35, 0.55)]),
+            ("logo", [circle(0, 0.35, 0.12)]),
         ],
     ),
 }
@@ -306,7 +339,19 @@ LARGE_PARTS = {
     "bottle": ("body", "neck"),
 }
 # A part drawn on another one is absent whenever that one is.
-DRAWN_ON = {"eye": "head", "ear": "head", "nose": "head", "beak": "head", "fruit": "crown", "pistil": "petal"}
+DRAWN_ON = {
+    "eye": "head",
+    "ear": "head",
+    "nose": "head",
+    "beak": "head",
+    "gill": "head",
+    "fruit": "crown",
+    "pistil": "petal",
+    "handle": "door",
+    "beam": "door",
+    "knob": "drawer",
+    "logo": "label",
+}
 
 
 def _random_colour(rng) -> np.ndarray:
