@@ -70,3 +70,33 @@ def test_convert_llava_folder_gives_equal_language_model_logits(pretrained, tmp_
         logits = plum(**{k: ours[k] for k in ("input_ids", "attention_mask", "pixel_values")}).logits
     assert torch.allclose(logits, expected, atol=1e-5)
     assert plum.config.train_sam_image_encoder is False  # frozen, as for a real SAM
+
+
+def test_llava_steps_on_cached_vision_features_compute_what_pixels_compute():
+    """Stage 0 computes the frozen CLIP tower once per image and feeds LLaVA `inputs_embeds`: the loss must be the one
+    `LlavaForConditionalGeneration` computes from `pixel_values`."""
+    samples = stage0.draw_corpus(4)
+    tokenizer = stage0.train_tiny_tokenizer(stage0.corpus_texts(samples), 512, True)
+    config = PlumConfig.from_preset("tiny").llava_config
+    stage0.fit_to_tokenizer(config, tokenizer)
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config).eval()
+    pixels = stage0.clip_pixels(
+        stage0.llava_processor(tokenizer, config.vision_config).image_processor, samples
+    )
+    turns = [
+        stage0.tasks(name, sorted(masks), np.random.default_rng(i))
+        for i, (name, _, masks) in enumerate(samples)
+    ]
+    batch = stage0._padded(
+        [stage0.encode_turn(tokenizer, config.image_seq_length, q, a) for q, a in turns],
+        tokenizer.pad_token_id,
+    )
+    with torch.no_grad():
+        from_pixels = model(**batch, pixel_values=pixels).loss
+        features = stage0.frozen_vision_features(model, pixels, chunk=3)
+        embeds = stage0.inputs_embeds_with_image(model, batch["input_ids"], features)
+        labels = {k: v for k, v in batch.items() if k != "input_ids"}
+        from_features = model(inputs_embeds=embeds, **labels).loss
+    assert features.shape == (4, config.image_seq_length, config.vision_config.hidden_size)
+    torch.testing.assert_close(from_features, from_pixels)
