@@ -40,7 +40,7 @@ class DemoSettings:
     out: str = "outputs"
     toy_images: int = 1200
     stage0: Stage0Settings = field(default_factory=Stage0Settings)
-    train_seconds: float = 210.0
+    train_seconds: float = 180.0
     processes: int = 2
     batch_size: int = 8
     learning_rate: float = 1e-3
