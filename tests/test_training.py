@@ -75,13 +75,13 @@ def folder_bytes(folder: Path) -> int:
 
 def test_short_run_learns_logs_every_update_and_exports_a_loadable_model(toy_folder, tmp_path):
     result = run(
-        toy_folder, tmp_path / "run", "--max_steps", "40", "--learning_rate", "1e-3", "--save_steps", "0"
+        toy_folder, tmp_path / "run", "--max_steps", "60", "--learning_rate", "1e-3", "--save_steps", "0"
     )
     losses = [h["loss"] for h in result["history"]]
-    assert len(losses) == 40
+    assert len(losses) == 60
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
     logged = read_history(tmp_path / "run" / "log_history.jsonl")
-    assert [r["step"] for r in logged] == list(range(1, 41))
+    assert [r["step"] for r in logged] == list(range(1, 61))
     for name in ("loss", "lm_loss", "span_loss", "kl_loss", "mask_loss", "bce_loss", "lr"):
         assert name in logged[-1], name
     assert logged == result["history"]
