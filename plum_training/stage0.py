@@ -280,11 +280,10 @@ def frozen_vision_features(model, pixels: torch.Tensor, chunk: int = 500) -> tor
 
 def inputs_embeds_with_image(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """`(b, t, hidden)` LM inputs: token embeddings with each `<image>` position holding the projected `features`, as
-    `LlavaModel` places `get_image_features`' output."""
+    `LlavaModel` places `get_image_features`' output (its own placeholder mask, which checks the counts agree)."""
     embeds = model.get_input_embeddings()(input_ids)
     image = model.model.multi_modal_projector(features).to(embeds.dtype)
-    at_image = (input_ids == model.config.image_token_id)[..., None].expand_as(embeds)
-    return embeds.masked_scatter(at_image, image)
+    return embeds.masked_scatter(model.model.get_placeholder_mask(input_ids, embeds, image), image)
 
 
 def _padded(encoded, pad_id: int) -> dict:
