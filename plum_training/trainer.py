@@ -128,10 +128,15 @@ def upcast_trainable(model):
 
 
 class TrainingClock:
-    """Seconds spent training: evaluations inside the run (`paused()`) do not count against the time budget."""
+    """Seconds spent training: evaluations inside the run (`paused()`) do not count against the time budget.
+
+    `agreed` is the reading every process shares (`Trainer._agree_on_time`, once per update): decisions taken on each
+    process's own clock (evaluate now, stop now, this learning rate) can differ, and a process that goes on while the
+    other evaluates or stops waits forever at its next collective (measured: a 2-process `make demo` hung at its
+    second evaluation)."""
 
     def __init__(self):
-        self.started, self.paused_for = time.monotonic(), 0.0
+        self.started, self.paused_for, self.agreed = time.monotonic(), 0.0, 0.0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started - self.paused_for
@@ -153,7 +158,7 @@ def time_budget_schedule(
 
     def factor(step: int) -> float:
         warmup = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
-        remaining = 1.0 - clock.elapsed() / seconds
+        remaining = 1.0 - clock.agreed / seconds
         return warmup * min(1.0, max(0.0, remaining / decay)) if decay > 0 else warmup * (remaining > 0)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -356,12 +361,13 @@ class PlumTrainer:
             self.micro_batches += 1
             if not self.accelerator.sync_gradients:
                 continue
+            self._agree_on_time()
             self.scheduler.step()  # once per optimizer update, whatever the number of processes
             self.step += 1
             self._advance_progress()
             self._log()
             self._maybe_evaluate()
-            if self.args.max_train_seconds and self.clock.elapsed() > self.args.max_train_seconds:
+            if self.args.max_train_seconds and self.clock.agreed > self.args.max_train_seconds:
                 self.accelerator.print(f"stopping at step {self.step}: --max_train_seconds reached")
                 self.max_steps = self.step
             if self.args.save_steps and self.step % self.args.save_steps == 0 and self.step < self.max_steps:
@@ -369,6 +375,15 @@ class PlumTrainer:
             if self.step >= self.max_steps:
                 return True
         return False
+
+    def _agree_on_time(self):
+        """Every process reads the same training seconds (the mean of their clocks) into `clock.agreed`; one scalar
+        all-reduce per update, and none without a time budget or timed evaluations."""
+        if self.args.max_train_seconds or self.args.eval_every_seconds:
+            seconds = torch.tensor(
+                [self.clock.elapsed()], dtype=torch.float64, device=self.accelerator.device
+            )
+            self.clock.agreed = float(self.accelerator.reduce(seconds, reduction="mean")[0])
 
     def _micro_step(self, batch):
         images = batch.pop("images", None)
@@ -399,10 +414,10 @@ class PlumTrainer:
     def _maybe_evaluate(self):
         args = self.args
         by_steps = args.eval_steps and self.step % args.eval_steps == 0
-        by_time = args.eval_every_seconds and self.clock.elapsed() >= self.next_eval
+        by_time = args.eval_every_seconds and self.clock.agreed >= self.next_eval
         if not self.eval_rows or not (by_steps or by_time):
             return
-        seconds = self.clock.elapsed()
+        seconds = self.clock.agreed
         if by_time:
             self.next_eval = (seconds // args.eval_every_seconds + 1) * args.eval_every_seconds
         with self.clock.paused():

@@ -2,6 +2,7 @@
 its trainable parameters and what it saw, so the test can check that the ranks stayed in sync."""
 
 import json
+import os
 import sys
 
 from accelerate import PartialState
@@ -19,6 +20,10 @@ if __name__ == "__main__":
         return captured["model"]
 
     trainer.prepare_trainable = keep_model
+    skew = float(os.environ.get("PLUM_TEST_RANK1_CLOCK_AHEAD", "0"))
+    if skew and os.environ.get("RANK") == "1":  # rank 1's clock reads `skew` seconds more than rank 0's
+        local = trainer.TrainingClock.elapsed
+        trainer.TrainingClock.elapsed = lambda clock: local(clock) + skew
     result = trainer.train(*parse_args(sys.argv[1:]))
     state = PartialState()
     model = captured["model"]
@@ -28,6 +33,7 @@ if __name__ == "__main__":
             {
                 "checksum": checksum,
                 "steps": [h["step"] for h in result["history"]],
+                "lrs": [h["lr"] for h in result["history"]],
                 "world": state.num_processes,
                 "grad_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             },

@@ -406,7 +406,7 @@ def one_part_folder(tmp_path_factory):
     return folder
 
 
-def torchrun(script_args, env_extra=None, nproc=2):
+def torchrun(script_args, env_extra=None, nproc=2, timeout=900):
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -426,7 +426,7 @@ def torchrun(script_args, env_extra=None, nproc=2):
         str(free_port()),
         *script_args,
     ]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -477,3 +477,35 @@ def test_two_gloo_processes_one_schedule_one_part_batches_and_rank0_pushes(one_p
     expected = [1e-3 * min(s / 4, (8 - s) / 4) for s in range(1, 9)]
     assert [r["lr"] for r in two] == pytest.approx(expected)
     assert [h["lr"] for h in single["history"]] == pytest.approx([r["lr"] for r in two])
+
+
+@pytest.mark.slow
+def test_two_processes_with_skewed_clocks_take_time_decisions_together(one_part_folder, tmp_path):
+    """A time budget and evaluations every second on two gloo processes whose clocks disagree by 0.7 s: both stop at
+    the same update, evaluate at the same updates and apply the same learning rates (a decision taken on one
+    process's clock left the other waiting at its next collective: `make demo` hung)."""
+    out = tmp_path / "timed"
+    arguments = [str(ROOT / "tests" / "distributed_run.py"), "--dataset", str(one_part_folder)]
+    arguments += ["--output_dir", str(out), "--per_device_train_batch_size", "1", "--max_steps", "1000000"]
+    arguments += [
+        "--lr_schedule",
+        "time",
+        "--max_train_seconds",
+        "6",
+        "--warmup_steps",
+        "2",
+        "--save_steps",
+        "0",
+    ]
+    arguments += ["--eval_every_seconds", "1", "--max_eval_samples", "2", "--learning_rate", "1e-3"]
+    try:
+        done = torchrun(arguments, {"PLUM_TEST_RANK1_CLOCK_AHEAD": "0.7"}, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("two processes with skewed clocks hung")
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]["steps"]) >= 3 and ranks[0]["steps"] == ranks[1]["steps"]
+    assert ranks[0]["lrs"] == ranks[1]["lrs"]
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=0, abs=1e-9)
+    evaluated = [r["step"] for r in read_history(out / "log_history.jsonl") if "eval" in r]
+    assert len(evaluated) >= 2  # every second of 6
