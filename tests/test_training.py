@@ -6,6 +6,7 @@ learning-rate schedule and survive batches that leave a module idle."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +126,8 @@ def test_adapter_and_merged_exports_load_and_agree(tmp_path):
     image_tokens = model.config.llava_config.image_seq_length
     ids = torch.randint(3, 300, (1, image_tokens + 14))
     ids[0, 1 : 1 + image_tokens] = model.config.image_token_index
-    pixels = torch.randn(1, 3, 64, 64)
+    size = model.config.llava_config.vision_config.image_size
+    pixels = torch.randn(1, 3, size, size)
     with torch.no_grad():
         expected = peft_model.get_base_model().llava(input_ids=ids, pixel_values=pixels).logits
         plain = model.llava(input_ids=ids, pixel_values=pixels).logits
@@ -426,7 +428,15 @@ def torchrun(script_args, env_extra=None, nproc=2, timeout=900):
         str(free_port()),
         *script_args,
     ]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, **pipes) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # torchrun's workers as well, not torchrun alone
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.mark.slow
