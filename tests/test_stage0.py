@@ -76,8 +76,8 @@ def test_llava_steps_on_cached_vision_features_compute_what_pixels_compute():
     """Stage 0 computes the frozen CLIP tower once per image and feeds LLaVA `inputs_embeds`: the loss must be the one
     `LlavaForConditionalGeneration` computes from `pixel_values`."""
     samples = stage0.draw_corpus(4)
-    tokenizer = stage0.train_tiny_tokenizer(stage0.corpus_texts(samples), 512, True)
     config = PlumConfig.from_preset("tiny").llava_config
+    tokenizer = stage0.train_tiny_tokenizer(stage0.corpus_texts(samples), config.text_config.vocab_size, True)
     stage0.fit_to_tokenizer(config, tokenizer)
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config).eval()
