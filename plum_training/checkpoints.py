@@ -174,17 +174,28 @@ def read_state(folder: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------- state
 
 
-def trainable_only_hook(model):
+def trainable_names(model) -> set[str]:
+    """Names of the parameters `model` trains, as its own `state_dict` keys them."""
+    return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def trainable_only_hook(models, weights, output_dir):
     """An `accelerator.register_save_state_pre_hook` that keeps only the trainable parameters in the saved model
-    state: the frozen base (13 B parameters for plum-13b) is not written again in every checkpoint."""
-    names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    state: the frozen base (13 B parameters for plum-13b) is not written again in every checkpoint.
 
-    def hook(models, weights, output_dir):
-        for state in weights:
-            for key in [k for k in state if k not in names]:
-                del state[key]
-
-    return hook
+    `models` are the models as `accelerator.prepare` received them, before DDP wraps one (whose names gain a
+    `module.` prefix that the saved state does not have), so the names are read from them, at save time. A state
+    that would lose a trainable parameter is an error, never a checkpoint that cannot be resumed."""
+    for model, state in zip(models, weights):
+        names = trainable_names(model)
+        missing = sorted(names - set(state))
+        if missing:
+            raise CheckpointError(
+                f"saving into {output_dir}: the model state lacks {len(missing)} trained parameters "
+                f"(e.g. {missing[:3]})"
+            )
+        for key in [k for k in state if k not in names]:
+            del state[key]
 
 
 def save_training_state(accelerator, folder: Path, scheduler):
@@ -239,7 +250,7 @@ def check_saved_parameters(folder: Path, model):
 
     with safe_open(str(path), "pt") as f:
         saved = set(f.keys())
-    expected = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    expected = trainable_names(model)
     missing = sorted(expected - saved)
     if missing:
         raise CheckpointError(
@@ -249,10 +260,11 @@ def check_saved_parameters(folder: Path, model):
 
 
 def load_checkpoint(accelerator, folder: Path, model, scheduler):
-    """`accelerator.load_state` of a checkpoint that holds only the trainable parameters (each of which it must hold),
-    then the scheduler's state; any failure becomes one `CheckpointError` that names the checkpoint."""
+    """`accelerator.load_state` of a checkpoint that holds only the trainable parameters (each of which it must hold,
+    under the names of the model before DDP wrapped it), then the scheduler's state; any failure becomes one
+    `CheckpointError` that names the checkpoint."""
     try:
-        check_saved_parameters(folder, model)
+        check_saved_parameters(folder, accelerator.unwrap_model(model))
         with _without_pickled_state(folder) as source:
             accelerator.load_state(str(source), strict=False)
         load_scheduler(folder, scheduler)

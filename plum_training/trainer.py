@@ -248,7 +248,7 @@ class PlumTrainer:
         self._load_data()
         optimizer, self.scheduler = self._optimizer_and_schedule(model)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        accelerator.register_save_state_pre_hook(trainable_only_hook(self.model))
+        accelerator.register_save_state_pre_hook(trainable_only_hook)
         if args.log_with:
             config = {**asdict(self.model_args), **asdict(self.data_args), **asdict(args)}
             accelerator.init_trackers("plum", config={k: str(v) for k, v in config.items()})

@@ -440,7 +440,7 @@ def torchrun(script_args, env_extra=None, nproc=2, timeout=900):
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_one_schedule_one_part_batches_and_rank0_pushes(one_part_folder, tmp_path):
+def test_two_gloo_processes_one_schedule_one_part_batches_rank0_pushes_and_resume(one_part_folder, tmp_path):
     out = tmp_path / "ddp"
     common = ["--dataset", str(one_part_folder), "--gradient_accumulation_steps", "1", "--warmup_steps", "4"]
     common += ["--max_steps", "8", "--learning_rate", "1e-3"]
@@ -487,6 +487,32 @@ def test_two_gloo_processes_one_schedule_one_part_batches_and_rank0_pushes(one_p
     expected = [1e-3 * min(s / 4, (8 - s) / 4) for s in range(1, 9)]
     assert [r["lr"] for r in two] == pytest.approx(expected)
     assert [h["lr"] for h in single["history"]] == pytest.approx([r["lr"] for r in two])
+
+    # resuming the two processes from checkpoint 4 (which holds every trained parameter) equals not stopping
+    with safe_open(str(out / "checkpoint-4" / "model.safetensors"), "pt") as f:
+        saved = sum(f.get_tensor(k).numel() for k in f.keys())
+    assert saved == ranks[0]["grad_params"] > 0
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-4", resumed / "checkpoint-4")
+    shutil.copy(out / "log_history.jsonl", resumed / "log_history.jsonl")
+    arguments = [str(ROOT / "tests" / "distributed_run.py"), *common, "--output_dir", str(resumed)]
+    arguments += [
+        "--per_device_train_batch_size",
+        "1",
+        "--save_steps",
+        "4",
+        "--resume_from_checkpoint",
+        "latest",
+    ]
+    done = torchrun(arguments)
+    assert done.returncode == 0, done.stderr[-4000:]
+    again = [json.loads((resumed / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert again[0]["steps"] == again[1]["steps"] == [5, 6, 7, 8]
+    assert again[0]["checksum"] == pytest.approx(ranks[0]["checksum"], rel=1e-6)
+    after = read_history(resumed / "log_history.jsonl")
+    assert [r["step"] for r in after] == list(range(1, 9))
+    assert [r["loss"] for r in after[4:]] == pytest.approx([r["loss"] for r in two[4:]], rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.slow
