@@ -8,7 +8,8 @@ quoted number cannot drift from its run.
 A template is markdown with placeholders:
 
 - `{{ demo.trained.overall.micro_giou | .3f }}`: a value of a run's JSON (`docs/runs/<name>.json`), by dotted path
-  (list items by index), with an optional format spec (`pct` = a share as a percentage with one decimal);
+  (list items by index), with an optional format spec (`pct` = a share as a percentage with one decimal; `ci` = a
+  question type's accuracy with its 95 % Wilson interval, from its `accuracy` and `num_questions`);
 - `{{ tables demo }}`: the paper's Table 2 and Table 3 for a run's rows (`plum_demo.report.table_rows` for the demo,
   `results.json` rows for an evaluation);
 - `{{ ablation_table }}`: the ablation's markdown table (`ablate.markdown`);
@@ -51,7 +52,18 @@ def formatted(value, spec: str | None) -> str:
         return str(value)
     if spec == "pct":
         return f"{100 * value:.1f}"
+    if spec == "ci":
+        return accuracy_with_interval(value["accuracy"], value["num_questions"])
     return format(value, spec)
+
+
+def accuracy_with_interval(accuracy: float, questions: int) -> str:
+    """`34.1 % (26.3-42.8)`: an accuracy over `questions` answers with its 95 % Wilson interval, in percent; the
+    interval says how far another draw of as many questions could move it."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(round(accuracy * questions), questions).proportion_ci(0.95, method="wilson")
+    return f"{100 * accuracy:.1f} % ({100 * interval.low:.1f}-{100 * interval.high:.1f})"
 
 
 def tables(runs: dict, name: str) -> str:
