@@ -74,6 +74,7 @@ def _is_file_name(name) -> bool:
 
 def manifest_problem(state) -> str | None:
     """What is wrong with the parsed `training_state.json` of a checkpoint, or None: the data position (whole numbers),
+    the training seconds so far (a number >= 0, when present),
     the schedule arguments (an object, when present), the files with their sizes and, since they are recorded, their
     sha256 digests (every listed file has one)."""
     if not isinstance(state, dict):
@@ -84,6 +85,9 @@ def manifest_problem(state) -> str | None:
     for key in POSITION_KEYS:
         if not _is_count(state[key]):
             return f"{STATE_FILE}: {key} is {state[key]!r}, not a whole number >= 0"
+    seconds = state.get("training_seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        return f"{STATE_FILE}: training_seconds is {seconds!r}, not a number of seconds >= 0"
     if state.get("schedule") is not None and not isinstance(state["schedule"], dict):
         return f"{STATE_FILE}: schedule is {state['schedule']!r}, not an object"
     files = state["files"]

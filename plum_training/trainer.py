@@ -136,10 +136,15 @@ class TrainingClock:
     second evaluation)."""
 
     def __init__(self):
-        self.started, self.paused_for, self.agreed = time.monotonic(), 0.0, 0.0
+        self.start()
+
+    def start(self, seconds_before: float = 0.0):
+        """Counts from now, on top of `seconds_before` spent in the run that a checkpoint resumes."""
+        self.started, self.paused_for = time.monotonic(), 0.0
+        self.before = self.agreed = seconds_before
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started - self.paused_for
+        return self.before + time.monotonic() - self.started - self.paused_for
 
     @contextlib.contextmanager
     def paused(self):
@@ -188,6 +193,7 @@ class PlumTrainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.clock = TrainingClock()
         self.step = self.epoch = self.batch_in_epoch = 0
+        self.resumed_seconds = 0.0
         self.history, self.evals = [], []
 
     # -- setup ---------------------------------------------------------------------------------------------
@@ -278,6 +284,9 @@ class PlumTrainer:
         self._check_schedule(folder, state.get("schedule"))
         load_checkpoint(self.accelerator, folder, self.model, self.scheduler)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.resumed_seconds = state.get(
+            "training_seconds", 0.0
+        )  # absent from checkpoints written before it was
         self.history_file.resume_at(self.step)
         self.accelerator.print(
             f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
@@ -301,12 +310,12 @@ class PlumTrainer:
 
     def train(self) -> dict:
         self.setup()
-        args = self.args
         self.collator = Collator(self.processor, keep_images=self.embeddings is not None)
         self.progress = self._progress_bar()
         self.model.train()
         self.totals, self.micro_batches = {}, 0
-        self.next_eval = args.eval_every_seconds
+        self.clock.start(self.resumed_seconds)  # loading and setting up are not training
+        self.next_eval = self._next_eval_after(self.clock.agreed)
         while self.step < self.max_steps:
             if self._run_epoch():
                 break
@@ -376,6 +385,12 @@ class PlumTrainer:
                 return True
         return False
 
+    def _training_seconds(self) -> float:
+        """The run's training seconds so far: the reading every process agreed on when time decides anything (a resumed
+        run goes on from it), else this process's own clock."""
+        timed = self.args.max_train_seconds or self.args.eval_every_seconds
+        return self.clock.agreed if timed else self.clock.elapsed()
+
     def _agree_on_time(self):
         """Every process reads the same training seconds (the mean of their clocks) into `clock.agreed`; one scalar
         all-reduce per update, and none without a time budget or timed evaluations."""
@@ -419,11 +434,16 @@ class PlumTrainer:
             return
         seconds = self.clock.agreed
         if by_time:
-            self.next_eval = (seconds // args.eval_every_seconds + 1) * args.eval_every_seconds
+            self.next_eval = self._next_eval_after(seconds)
         with self.clock.paused():
             if self.accelerator.is_main_process:
                 self.evaluate_now(seconds)
             self.accelerator.wait_for_everyone()
+
+    def _next_eval_after(self, seconds: float) -> float | None:
+        """The first multiple of `--eval_every_seconds` after `seconds` of training."""
+        every = self.args.eval_every_seconds
+        return (seconds // every + 1) * every if every else None
 
     def evaluate_now(self, seconds: float) -> dict:
         """The evaluation library on the eval rows (what `eval_partonomy.py` computes), logged and kept."""
@@ -466,6 +486,7 @@ class PlumTrainer:
                     model = accelerator.unwrap_model(self.model)
                     export_model(model, self.processor, partial / EXPORT_DIR, args.export_format, full_state)
                 state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+                state["training_seconds"] = self._training_seconds()
                 finish_checkpoint(partial, final, {**state, "schedule": args.schedule()})
         if accelerator.is_main_process:
             if self.uploader is not None and export:
@@ -492,7 +513,7 @@ class PlumTrainer:
         result = {
             "history": self.history,
             "evals": self.evals,
-            "training_seconds": round(self.clock.elapsed(), 1),
+            "training_seconds": round(self._training_seconds(), 1),
             "final_checkpoint": str(final),
         }
         if self.uploader is not None:

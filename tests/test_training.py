@@ -21,7 +21,7 @@ from partonomy_dataset import __main__ as dataset_cli
 from partonomy_dataset.hub_folder import write_config
 from plum_training import trainer
 from plum_training.arguments import parse_args
-from plum_training.checkpoints import CheckpointError
+from plum_training.checkpoints import CheckpointError, incomplete_reason
 from plum_training.history import read_history
 
 from .hub_stub import HubStub
@@ -169,6 +169,36 @@ def test_a_fine_tune_from_a_saved_folder_resumes_with_identical_losses(toy_folde
     assert (checkpoint / "model.safetensors").stat().st_size < 0.7 * (
         tiny_folder / "model.safetensors"
     ).stat().st_size
+
+
+def test_a_time_budget_resumes_where_the_checkpoint_left_it(toy_folder, tmp_path):
+    """A resumed `--max_train_seconds` run goes on from the seconds its checkpoint recorded: it stops when the run's
+    budget is spent and keeps the time schedule's learning rate (it used to start the budget and the schedule anew)."""
+    timed = [
+        "--lr_schedule",
+        "time",
+        "--max_train_seconds",
+        "1000",
+        "--max_steps",
+        "8",
+        "--learning_rate",
+        "1e-3",
+    ]
+    run(toy_folder, tmp_path, *timed, "--save_steps", "2", "--save_total_limit", "0")
+    state_file = tmp_path / "checkpoint-2" / "training_state.json"
+    state = json.loads(state_file.read_text())
+    assert 0 < state["training_seconds"] < 1000
+    state["training_seconds"] = 999.999  # as if the budget were all but spent at step 2
+    state_file.write_text(json.dumps(state))
+    for later in ("checkpoint-4", "checkpoint-6", "checkpoint-8"):
+        shutil.rmtree(tmp_path / later, ignore_errors=True)
+    resumed = run(toy_folder, tmp_path, *timed, "--save_steps", "2", "--resume_from_checkpoint", "latest")
+    assert [h["step"] for h in resumed["history"]] == [3]  # one update spends the rest of the budget
+    assert resumed["history"][0]["lr"] < 1e-5  # the schedule's end, not its peak
+    assert resumed["training_seconds"] > 1000
+    state["training_seconds"] = "soon"
+    state_file.write_text(json.dumps(state))
+    assert "training_seconds is 'soon'" in incomplete_reason(tmp_path / "checkpoint-2")
 
 
 def test_checkpoints_that_cannot_be_resumed_are_named(toy_folder, tiny_folder, tmp_path):
