@@ -57,12 +57,15 @@ def formatted(value, spec: str | None) -> str:
     return format(value, spec)
 
 
+CONFIDENCE = 0.95  # of the intervals quoted beside accuracies
+
+
 def accuracy_with_interval(accuracy: float, questions: int) -> str:
-    """`34.1 % (26.3-42.8)`: an accuracy over `questions` answers with its 95 % Wilson interval, in percent; the
+    """`34.1 % (26.4-42.9)`: an accuracy over `questions` answers with its 95 % Wilson interval, in percent; the
     interval says how far another draw of as many questions could move it."""
     from scipy.stats import binomtest
 
-    interval = binomtest(round(accuracy * questions), questions).proportion_ci(0.95, method="wilson")
+    interval = binomtest(round(accuracy * questions), questions).proportion_ci(CONFIDENCE, method="wilson")
     return f"{100 * accuracy:.1f} % ({100 * interval.low:.1f}-{100 * interval.high:.1f})"
 
 

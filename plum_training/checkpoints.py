@@ -33,6 +33,7 @@ BASE_POINTER = "base_model.json"
 SCHEDULER_FILE = "scheduler.json"
 PICKLED_STATE = re.compile(r"^custom_checkpoint_\d+\.pkl$")  # accelerate's registered objects, pickled
 POSITION_KEYS = ("step", "epoch", "batch_in_epoch")
+TRAINING_SECONDS = "training_seconds"  # the run's training seconds at the checkpoint (0 when not recorded)
 EXPORT_DIR = "model"
 EXPORT_FORMATS = ("merged", "adapter")
 PEFT_PREFIX = "base_model.model."
@@ -74,9 +75,8 @@ def _is_file_name(name) -> bool:
 
 def manifest_problem(state) -> str | None:
     """What is wrong with the parsed `training_state.json` of a checkpoint, or None: the data position (whole numbers),
-    the training seconds so far (a number >= 0, when present),
-    the schedule arguments (an object, when present), the files with their sizes and, since they are recorded, their
-    sha256 digests (every listed file has one)."""
+    the training seconds so far (a number >= 0, when present), the schedule arguments (an object, when present), the
+    files with their sizes and, since they are recorded, their sha256 digests (every listed file has one)."""
     if not isinstance(state, dict):
         return f"{STATE_FILE} holds a {type(state).__name__}, not an object"
     for key in (*POSITION_KEYS, "files"):
@@ -85,7 +85,7 @@ def manifest_problem(state) -> str | None:
     for key in POSITION_KEYS:
         if not _is_count(state[key]):
             return f"{STATE_FILE}: {key} is {state[key]!r}, not a whole number >= 0"
-    seconds = state.get("training_seconds", 0.0)
+    seconds = state.get(TRAINING_SECONDS, 0.0)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
         return f"{STATE_FILE}: training_seconds is {seconds!r}, not a number of seconds >= 0"
     if state.get("schedule") is not None and not isinstance(state["schedule"], dict):
@@ -189,12 +189,14 @@ def trainable_only_hook(models, weights, output_dir):
 
     `models` are the models as `accelerator.prepare` received them, before DDP wraps one (whose names gain a
     `module.` prefix that the saved state does not have), so the names are read from them, at save time. A state
-    that would lose a trainable parameter is an error, never a checkpoint that cannot be resumed."""
+    that would lose a trained parameter is an error (a `RuntimeError`, which `writing` turns into a `CheckpointError`
+    naming the checkpoint), never a checkpoint that cannot be resumed. FSDP and DeepSpeed save the whole model in
+    their own layouts and pass no `weights`: there is nothing to filter."""
     for model, state in zip(models, weights):
         names = trainable_names(model)
         missing = sorted(names - set(state))
         if missing:
-            raise CheckpointError(
+            raise RuntimeError(
                 f"saving into {output_dir}: the model state lacks {len(missing)} trained parameters "
                 f"(e.g. {missing[:3]})"
             )

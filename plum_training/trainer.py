@@ -31,6 +31,7 @@ from .arguments import DataArguments, ModelArguments, TrainArguments
 from .checkpoints import (
     EXPORT_DIR,
     STATE_FILE,  # noqa: F401  (trainer.STATE_FILE names the manifest for callers)
+    TRAINING_SECONDS,
     CheckpointError,
     HubUploader,
     check_base_pointer,
@@ -284,9 +285,7 @@ class PlumTrainer:
         self._check_schedule(folder, state.get("schedule"))
         load_checkpoint(self.accelerator, folder, self.model, self.scheduler)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        self.resumed_seconds = state.get(
-            "training_seconds", 0.0
-        )  # absent from checkpoints written before it was
+        self.resumed_seconds = state.get(TRAINING_SECONDS, 0.0)
         self.history_file.resume_at(self.step)
         self.accelerator.print(
             f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
@@ -327,7 +326,9 @@ class PlumTrainer:
         """Counts optimizer updates, or, with a time budget, the budget's seconds (the ETA is then the budget's end)."""
         hidden = not self.accelerator.is_local_main_process
         if self.args.max_train_seconds:
-            bar = tqdm(total=round(self.args.max_train_seconds), unit="s", desc="training", disable=hidden)
+            total = round(self.args.max_train_seconds)
+            initial = min(round(self.resumed_seconds), total)
+            bar = tqdm(total=total, initial=initial, unit="s", desc="training", disable=hidden)
             bar.bar_format = "{l_bar}{bar}| {n:.0f}/{total} s [{elapsed}<{remaining}{postfix}]"
             return bar
         return tqdm(total=self.max_steps, initial=self.step, desc="training", unit="step", disable=hidden)
@@ -385,16 +386,20 @@ class PlumTrainer:
                 return True
         return False
 
+    @property
+    def timed(self) -> bool:
+        """Whether time decides anything in this run (a time budget or timed evaluations)."""
+        return bool(self.args.max_train_seconds or self.args.eval_every_seconds)
+
     def _training_seconds(self) -> float:
         """The run's training seconds so far: the reading every process agreed on when time decides anything (a resumed
         run goes on from it), else this process's own clock."""
-        timed = self.args.max_train_seconds or self.args.eval_every_seconds
-        return self.clock.agreed if timed else self.clock.elapsed()
+        return self.clock.agreed if self.timed else self.clock.elapsed()
 
     def _agree_on_time(self):
         """Every process reads the same training seconds (the mean of their clocks) into `clock.agreed`; one scalar
         all-reduce per update, and none without a time budget or timed evaluations."""
-        if self.args.max_train_seconds or self.args.eval_every_seconds:
+        if self.timed:
             seconds = torch.tensor(
                 [self.clock.elapsed()], dtype=torch.float64, device=self.accelerator.device
             )
@@ -486,7 +491,7 @@ class PlumTrainer:
                     model = accelerator.unwrap_model(self.model)
                     export_model(model, self.processor, partial / EXPORT_DIR, args.export_format, full_state)
                 state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
-                state["training_seconds"] = self._training_seconds()
+                state[TRAINING_SECONDS] = self._training_seconds()
                 finish_checkpoint(partial, final, {**state, "schedule": args.schedule()})
         if accelerator.is_main_process:
             if self.uploader is not None and export:
@@ -509,11 +514,12 @@ class PlumTrainer:
             shutil.rmtree(old)
 
     def _finish(self) -> dict:
+        seconds = self._training_seconds()  # training's, not the final save's
         final = self.save_checkpoint(export=True)
         result = {
             "history": self.history,
             "evals": self.evals,
-            "training_seconds": round(self._training_seconds(), 1),
+            "training_seconds": round(seconds, 1),
             "final_checkpoint": str(final),
         }
         if self.uploader is not None:

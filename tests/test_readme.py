@@ -19,7 +19,6 @@ def test_the_readme_has_a_walkthrough_in_the_users_order():
 
 
 def test_the_docs_are_what_their_templates_and_runs_give():
-
     assert docs.main(["--check"]) == 0, (
         "README.md or docs/ differ from docs/templates + docs/runs: run `make docs`"
     )

@@ -173,7 +173,8 @@ def test_a_fine_tune_from_a_saved_folder_resumes_with_identical_losses(toy_folde
 
 def test_a_time_budget_resumes_where_the_checkpoint_left_it(toy_folder, tmp_path):
     """A resumed `--max_train_seconds` run goes on from the seconds its checkpoint recorded: it stops when the run's
-    budget is spent and keeps the time schedule's learning rate (it used to start the budget and the schedule anew)."""
+    budget is spent, keeps the time schedule's learning rate and evaluates on the run's cadence (it used to start the
+    budget, the schedule and the evaluations anew)."""
     timed = [
         "--lr_schedule",
         "time",
@@ -184,18 +185,31 @@ def test_a_time_budget_resumes_where_the_checkpoint_left_it(toy_folder, tmp_path
         "--learning_rate",
         "1e-3",
     ]
-    run(toy_folder, tmp_path, *timed, "--save_steps", "2", "--save_total_limit", "0")
+    timed += [
+        "--eval_every_seconds",
+        "300",
+        "--max_eval_samples",
+        "2",
+        "--save_steps",
+        "2",
+        "--save_total_limit",
+        "0",
+    ]
+    run(toy_folder, tmp_path, *timed)
     state_file = tmp_path / "checkpoint-2" / "training_state.json"
     state = json.loads(state_file.read_text())
-    assert 0 < state["training_seconds"] < 1000
+    assert 0 < state["training_seconds"] < 300
     state["training_seconds"] = 999.999  # as if the budget were all but spent at step 2
     state_file.write_text(json.dumps(state))
     for later in ("checkpoint-4", "checkpoint-6", "checkpoint-8"):
-        shutil.rmtree(tmp_path / later, ignore_errors=True)
-    resumed = run(toy_folder, tmp_path, *timed, "--save_steps", "2", "--resume_from_checkpoint", "latest")
+        shutil.rmtree(tmp_path / later)
+    resumed = run(toy_folder, tmp_path, *timed, "--resume_from_checkpoint", "latest")
     assert [h["step"] for h in resumed["history"]] == [3]  # one update spends the rest of the budget
     assert resumed["history"][0]["lr"] < 1e-5  # the schedule's end, not its peak
-    assert resumed["training_seconds"] > 1000
+    assert resumed["evals"] == []  # the next evaluation was due at 1200 s, not at 300 s
+    assert (
+        json.loads((tmp_path / "checkpoint-3" / "training_state.json").read_text())["training_seconds"] > 1000
+    )
     state["training_seconds"] = "soon"
     state_file.write_text(json.dumps(state))
     assert "training_seconds is 'soon'" in incomplete_reason(tmp_path / "checkpoint-2")
