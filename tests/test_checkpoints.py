@@ -226,6 +226,23 @@ def test_torch_and_safetensors_write_errors_are_checkpoint_errors_too(tmp_path, 
     assert not partial.exists() and (tmp_path / "checkpoint-2").exists()
 
 
+def test_the_save_hook_keeps_the_trained_parameters_and_refuses_a_state_without_them(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    model[0].requires_grad_(False)
+    state = model.state_dict()
+    ckpt.trainable_only_hook([model], [state], str(tmp_path))
+    assert sorted(state) == ["1.bias", "1.weight"]  # the frozen layer is not written again
+    # a state keyed otherwise than the model (as DDP's "module." names were) would be written empty: it is an error,
+    # which `writing` turns into a CheckpointError naming the checkpoint and removes the partial folder
+    prefixed = {f"module.{k}": v for k, v in model.state_dict().items()}
+    partial, final = tmp_path / ".checkpoint-2.partial", tmp_path / "checkpoint-2"
+    with pytest.raises(CheckpointError, match=r"lacks 2 trained parameters"):
+        with ckpt.writing(partial, final):
+            partial.mkdir()
+            ckpt.trainable_only_hook([model], [prefixed], str(partial))
+    assert not partial.exists()
+
+
 def make_legacy(folder: Path):
     """`folder` as the code before `scheduler.json` wrote it: accelerate's pickled scheduler state, sizes only."""
     state = json.loads((folder / ckpt.SCHEDULER_FILE).read_text())
