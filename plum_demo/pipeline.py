@@ -131,11 +131,12 @@ def _free_port() -> int:
 
 
 def learning_curve(run_dir: Path) -> list[dict]:
-    """The in-training evaluations of a run (minutes of training → headline numbers), from its log history."""
+    """The in-training evaluations of a run (minutes of training and updates made → headline numbers), from its log
+    history."""
     from plum_training.history import read_history
 
     return [
-        {"minutes": round(r["training_seconds"] / 60, 2), **r["eval"]}
+        {"minutes": round(r["training_seconds"] / 60, 2), "updates": r["step"], **r["eval"]}
         for r in read_history(run_dir / "log_history.jsonl")
         if "eval" in r
     ]
@@ -156,6 +157,7 @@ def run(settings: DemoSettings) -> dict:
     export = fine_tune(base, data, out / "run", settings)
     timings["stage1"] = round(time.monotonic() - started - sum(timings.values()), 1)
     results = measure(base, export, data, settings)
+    results["stage0"] = pretrained
     results["learning_curve"] = learning_curve(out / "run")
     timings["evaluation"] = round(time.monotonic() - started - sum(timings.values()), 1)
     results["seconds"] = {**timings, "total": round(time.monotonic() - started, 1)}

@@ -50,6 +50,7 @@ from partonomy_dataset.sources import toy
 logger = logging.getLogger(__name__)
 
 CORPUS_SEED = 1042  # the benchmark's toy images are drawn with seed 42: the corpus never contains them
+HELD_OUT_SEED = 2042  # the images stage 0 checks its SAM on: in neither its corpus nor the benchmark
 PART_OWNER_QUESTION = "Which object in the image has {part}?"
 # LLaVA-1.5's conversation format, which PlumProcessor writes too: "USER: <image>\n{q} ASSISTANT: {a}</s>"
 CHAT_TEMPLATE = (
@@ -72,10 +73,11 @@ class Stage0Settings:
     llava_steps: int = 400
     llava_batch_size: int = 32
     llava_learning_rate: float = 1e-3
-    sam_steps: int = 450
+    sam_steps: int = 600
     sam_batch_size: int = 8
-    sam_parts_per_image: int = 4
-    sam_learning_rate: float = 5e-4
+    sam_parts_per_image: int | None = None  # None: every visible part of each image
+    sam_learning_rate: float = 2e-3
+    sam_eval_images: int = 100
     seed: int = 0
 
     @classmethod
@@ -88,7 +90,7 @@ class Stage0Settings:
             "llava_steps": 2,
             "llava_batch_size": 4,
         }
-        return cls(**small, sam_steps=2, sam_batch_size=2)
+        return cls(**small, sam_steps=2, sam_batch_size=2, sam_eval_images=4)
 
     def fingerprint(self) -> str:
         """A short hash of the settings, the tiny preset's sizes and the code that draws and trains: equal inputs make
@@ -320,45 +322,77 @@ def box_prompts(masks: list[np.ndarray], rng, jitter: float = 0.1) -> torch.Tens
     return torch.tensor(np.clip(boxes, 0, masks[0].shape[0]), dtype=torch.float32)
 
 
-def _sam_batch(samples, picked, parts_per_image: int, rng):
-    """Images `(b, 3, S, S)` (0-255), and per prompt: its image's index, its box and its mask."""
+def _sam_batch(samples, picked, parts_per_image: int | None, rng, jitter: float = 0.1):
+    """Images `(b, 3, S, S)` (0-255), and per prompt: its image's index, its box and its mask (`parts_per_image` parts
+    of each image drawn at random; None: all of them)."""
     images = torch.stack([torch.from_numpy(samples[i][1]).permute(2, 0, 1).float() for i in picked])
     owners, boxes, masks = [], [], []
     for b, i in enumerate(picked):
         parts = list(samples[i][2].values())
         parts = [parts[k] for k in rng.permutation(len(parts))[:parts_per_image]]
         owners += [b] * len(parts)
-        boxes.append(box_prompts(parts, rng))
+        boxes.append(box_prompts(parts, rng, jitter))
         masks += parts
     return images, torch.tensor(owners), torch.cat(boxes), torch.from_numpy(np.stack(masks)).float()
 
 
-def pretrain_sam(samples, settings: Stage0Settings) -> dict:
+def box_prompted_masks(sam: torch.nn.ModuleDict, images, owners, boxes) -> torch.Tensor:
+    """`(n, 4h, 4w)` low-resolution mask logits of SAM for `n` box prompts: images `(b, 3, S, S)` (0-255), each prompt's
+    image index `(n,)` and box `(n, 4)`; every prompt of every image in one decoder call."""
+    mean, std = torch.tensor(SAM_PIXEL_MEAN)[:, None, None], torch.tensor(SAM_PIXEL_STD)[:, None, None]
+    embeddings = sam["image_encoder"]((images - mean) / std)
+    sparse, dense = sam["prompt_encoder"](points=None, boxes=boxes, masks=None)
+    dense_pe = sam["prompt_encoder"].get_dense_pe()
+    return decode_one_prompt_per_image(sam["mask_decoder"], embeddings[owners], dense_pe, sparse, dense)[:, 0]
+
+
+def pretrain_sam(samples, settings: Stage0Settings) -> torch.nn.ModuleDict:
     """SAM at the tiny preset's geometry, trained on box-prompted part masks of the corpus (BCE + Dice on one mask per
-    prompt, at the decoder's resolution). Returns its state dict with segment_anything's key names."""
+    prompt, at the decoder's resolution), as `{image_encoder, prompt_encoder, mask_decoder}`: its state dict has
+    segment_anything's key names."""
     image_encoder, prompt_encoder, mask_decoder = build_sam(PlumConfig.from_preset("tiny"))
     sam = torch.nn.ModuleDict(
         {"image_encoder": image_encoder, "prompt_encoder": prompt_encoder, "mask_decoder": mask_decoder}
     )
     sam.train()
     optimizer, scheduler = _optimizer(sam.parameters(), settings.sam_learning_rate, settings.sam_steps)
-    mean, std = torch.tensor(SAM_PIXEL_MEAN)[:, None, None], torch.tensor(SAM_PIXEL_STD)[:, None, None]
     rng = np.random.default_rng(settings.seed + 2)
     for _ in tqdm(range(settings.sam_steps), desc="stage 0: SAM", leave=False):
         picked = rng.choice(len(samples), settings.sam_batch_size, replace=False)
         images, owners, boxes, masks = _sam_batch(samples, picked, settings.sam_parts_per_image, rng)
-        embeddings = image_encoder((images - mean) / std)
-        sparse, dense = prompt_encoder(points=None, boxes=boxes, masks=None)
-        # every prompt of every image in one decoder call (the image's embedding beside each of its prompts)
-        low_res = decode_one_prompt_per_image(
-            mask_decoder, embeddings[owners], prompt_encoder.get_dense_pe(), sparse, dense
-        )[:, 0]
+        low_res = box_prompted_masks(sam, images, owners, boxes)
         target = F.adaptive_avg_pool2d(masks[:, None], low_res.shape[-2:])[
             :, 0
         ]  # the masks at that resolution
         loss = 2.0 * sigmoid_bce_loss(low_res, target) + 0.5 * dice_loss(low_res, target)
         _step(loss, sam.parameters(), optimizer, scheduler)
-    return {k: v.contiguous() for k, v in sam.state_dict().items()}
+    return sam.eval()
+
+
+def box_prompted_iou(sam: torch.nn.ModuleDict, samples, chunk: int = 20) -> dict:
+    """How well the pretrained SAM segments a part from its exact box on held-out images: cumulative IoU (intersection
+    over union, each summed over every part), beside the box itself taken as the mask, the baseline a model that
+    ignores the image scores."""
+    totals = {"sam": [0, 0], "box": [0, 0]}
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for start in range(0, len(samples), chunk):
+            picked = range(start, min(start + chunk, len(samples)))
+            images, owners, boxes, masks = _sam_batch(samples, picked, None, rng, jitter=0.0)
+            logits = box_prompted_masks(sam, images, owners, boxes)
+            truth = masks > 0.5
+            predicted = F.interpolate(logits[:, None], size=truth.shape[-2:], mode="bilinear")[:, 0] > 0
+            ys, xs = torch.arange(truth.shape[-2])[:, None], torch.arange(truth.shape[-1])[None]
+            x0, y0, x1, y1 = (boxes[:, k, None, None] for k in range(4))
+            filled = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+            for name, mask in (("sam", predicted), ("box", filled)):
+                totals[name][0] += int((mask & truth).sum())
+                totals[name][1] += int((mask | truth).sum())
+    return {
+        "sam_box_prompt_iou": totals["sam"][0] / max(totals["sam"][1], 1),
+        "box_as_mask_iou": totals["box"][0] / max(totals["box"][1], 1),
+        "sam_eval_parts": sum(len(sample[2]) for sample in samples),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- the stage
@@ -388,9 +422,11 @@ def _sam_job(out: str, settings: Stage0Settings) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(settings.seed)
     started = time.monotonic()
-    state = pretrain_sam(draw_corpus(settings.corpus_images), settings)
-    torch.save(state, out)
-    return {"sam": out, "sam_seconds": round(time.monotonic() - started, 1)}
+    sam = pretrain_sam(draw_corpus(settings.corpus_images), settings)
+    torch.save({k: v.contiguous() for k, v in sam.state_dict().items()}, out)
+    seconds = round(time.monotonic() - started, 1)
+    held_out = draw_corpus(settings.sam_eval_images, HELD_OUT_SEED)
+    return {"sam": out, "sam_seconds": seconds, **box_prompted_iou(sam, held_out)}
 
 
 def run_stage0(folder, settings: Stage0Settings | None = None) -> dict:
@@ -418,6 +454,7 @@ def run_stage0(folder, settings: Stage0Settings | None = None) -> dict:
         "sam": str(target / "sam_tiny.pth"),
         "llava_seconds": result["llava_seconds"],
         "sam_seconds": result["sam_seconds"],
+        **{k: result[k] for k in ("sam_box_prompt_iou", "box_as_mask_iou", "sam_eval_parts")},
         "settings": asdict(settings),
     }
     report.write_text(json.dumps(result, indent=1))

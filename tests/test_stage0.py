@@ -2,6 +2,8 @@
 segment_anything state dict, converted by `python -m modeling_plum.convert --llava … --sam …` exactly as a real
 LLaVA-1.5 folder and SAM checkpoint are; the converted model's language model computes what the LLaVA computed."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,21 +13,27 @@ from transformers import AutoModel, AutoProcessor, LlavaForConditionalGeneration
 from modeling_plum.configuration_plum import PlumConfig
 from modeling_plum.convert import main as convert
 from modeling_plum.convert import sam_geometry
+from modeling_plum.segmentation_plum import build_sam
 from partonomy_dataset.sources import toy
 from plum_training import stage0
 
 SMALL = stage0.Stage0Settings(
     corpus_images=40, clip_steps=2, clip_batch_size=8, llava_steps=2, llava_batch_size=4
 )
-SMALL.sam_steps, SMALL.sam_batch_size = 2, 2
+SMALL.sam_steps, SMALL.sam_batch_size, SMALL.sam_eval_images = 2, 2, 3
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage0")
     stage0._language_job(str(root / "llava"), SMALL)
-    stage0._sam_job(str(root / "sam_tiny.pth"), SMALL)
+    report = stage0._sam_job(str(root / "sam_tiny.pth"), SMALL)
+    (root / "sam_report.json").write_text(json.dumps(report))
     return root
+
+
+def build_sam_tiny():
+    return build_sam(PlumConfig.from_preset("tiny"))
 
 
 def test_the_corpus_is_not_the_benchmarks_images():
@@ -42,6 +50,33 @@ def test_sam_checkpoint_has_the_official_layout_and_the_tiny_geometry(pretrained
     tiny = PlumConfig.from_preset("tiny")
     for field, value in sam_geometry(state).items():
         assert getattr(tiny, field) == value, field
+
+
+def test_box_prompted_iou_is_cumulative_and_the_box_baseline_is_exact():
+    """Stage 0 reports its SAM's held-out IoU beside the box itself taken as the mask: a rectangle fills its box, a
+    disc of radius r fills pi r^2 of its (2r)^2 box; both are summed over every part."""
+    side = PlumConfig.from_preset("tiny").sam_image_size
+    ys, xs = np.mgrid[:side, :side]
+    rectangle = (xs >= 10) & (xs < 50) & (ys >= 20) & (ys < 40)
+    disc = (xs - 80.5) ** 2 + (ys - 80.5) ** 2 <= 20**2
+    image = np.full((side, side, 3), 127, np.uint8)
+    torch.manual_seed(0)
+    sam = torch.nn.ModuleDict(
+        dict(zip(("image_encoder", "prompt_encoder", "mask_decoder"), build_sam_tiny()))
+    )
+    result = stage0.box_prompted_iou(sam.eval(), [("thing", image, {"a": rectangle, "b": disc})])
+    disc_box = (np.ptp(xs[disc]) + 1) * (np.ptp(ys[disc]) + 1)
+    expected = (rectangle.sum() + disc.sum()) / (rectangle.sum() + disc_box)
+    assert result["box_as_mask_iou"] == pytest.approx(expected)
+    assert 0.0 <= result["sam_box_prompt_iou"] <= 1.0
+    assert result["sam_eval_parts"] == 2
+
+
+def test_sam_job_reports_its_held_out_iou_beside_the_baseline(pretrained):
+    report = json.loads((pretrained / "sam_report.json").read_text())
+    assert report["sam_eval_parts"] == sum(len(s[2]) for s in stage0.draw_corpus(3, stage0.HELD_OUT_SEED))
+    assert 0.0 < report["box_as_mask_iou"] < 1.0  # parts are not all rectangles
+    assert 0.0 <= report["sam_box_prompt_iou"] <= 1.0
 
 
 def test_convert_llava_folder_gives_equal_language_model_logits(pretrained, tmp_path):
