@@ -361,9 +361,8 @@ def pretrain_sam(samples, settings: Stage0Settings) -> torch.nn.ModuleDict:
         picked = rng.choice(len(samples), settings.sam_batch_size, replace=False)
         images, owners, boxes, masks = _sam_batch(samples, picked, settings.sam_parts_per_image, rng)
         low_res = box_prompted_masks(sam, images, owners, boxes)
-        target = F.adaptive_avg_pool2d(masks[:, None], low_res.shape[-2:])[
-            :, 0
-        ]  # the masks at that resolution
+        # the masks at the decoder's resolution
+        target = F.adaptive_avg_pool2d(masks[:, None], low_res.shape[-2:])[:, 0]
         loss = 2.0 * sigmoid_bce_loss(low_res, target) + 0.5 * dice_loss(low_res, target)
         _step(loss, sam.parameters(), optimizer, scheduler)
     return sam.eval()
