@@ -315,6 +315,10 @@ class PlumTrainer:
         self.totals, self.micro_batches = {}, 0
         self.clock.start(self.resumed_seconds)  # loading and setting up are not training
         self.next_eval = self._next_eval_after(self.clock.agreed)
+        if (
+            self._time_is_up()
+        ):  # resumed from a checkpoint written after the budget ran out: no update is left
+            self.max_steps = self.step
         while self.step < self.max_steps:
             if self._run_epoch():
                 break
@@ -377,14 +381,20 @@ class PlumTrainer:
             self._advance_progress()
             self._log()
             self._maybe_evaluate()
-            if self.args.max_train_seconds and self.clock.agreed > self.args.max_train_seconds:
-                self.accelerator.print(f"stopping at step {self.step}: --max_train_seconds reached")
+            if self._time_is_up():
                 self.max_steps = self.step
             if self.args.save_steps and self.step % self.args.save_steps == 0 and self.step < self.max_steps:
                 self.save_checkpoint(export=self.args.export_every_checkpoint or self.args.push_to_hub)
             if self.step >= self.max_steps:
                 return True
         return False
+
+    def _time_is_up(self) -> bool:
+        """Whether the run's time budget is spent, by the training seconds every process agreed on."""
+        spent = bool(self.args.max_train_seconds) and self.clock.agreed > self.args.max_train_seconds
+        if spent:
+            self.accelerator.print(f"stopping at step {self.step}: --max_train_seconds reached")
+        return spent
 
     @property
     def timed(self) -> bool:

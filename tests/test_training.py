@@ -174,7 +174,8 @@ def test_a_fine_tune_from_a_saved_folder_resumes_with_identical_losses(toy_folde
 def test_a_time_budget_resumes_where_the_checkpoint_left_it(toy_folder, tmp_path):
     """A resumed `--max_train_seconds` run goes on from the seconds its checkpoint recorded: it stops when the run's
     budget is spent, keeps the time schedule's learning rate and evaluates on the run's cadence (it used to start the
-    budget, the schedule and the evaluations anew)."""
+    budget, the schedule and the evaluations anew); resumed from a checkpoint whose budget is spent, it makes no update
+    (it used to make one at learning rate 0)."""
     timed = [
         "--lr_schedule",
         "time",
@@ -207,8 +208,15 @@ def test_a_time_budget_resumes_where_the_checkpoint_left_it(toy_folder, tmp_path
     assert [h["step"] for h in resumed["history"]] == [3]  # one update spends the rest of the budget
     assert resumed["history"][0]["lr"] < 1e-5  # the schedule's end, not its peak
     assert resumed["evals"] == []  # the next evaluation was due at 1200 s, not at 300 s
+    spent = json.loads((tmp_path / "checkpoint-3" / "training_state.json").read_text())["training_seconds"]
+    assert spent > 1000
+    again = run(toy_folder, tmp_path, *timed, "--resume_from_checkpoint", "latest")
+    assert again["history"] == [] and again["final_checkpoint"].endswith(
+        "checkpoint-3"
+    )  # nothing was left to train
     assert (
-        json.loads((tmp_path / "checkpoint-3" / "training_state.json").read_text())["training_seconds"] > 1000
+        json.loads((tmp_path / "checkpoint-3" / "training_state.json").read_text())["training_seconds"]
+        == spent
     )
     state["training_seconds"] = "soon"
     state_file.write_text(json.dumps(state))
