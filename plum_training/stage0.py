@@ -42,7 +42,7 @@ from modeling_plum.convert import (
     train_tiny_tokenizer,
 )
 from modeling_plum.losses_plum import dice_loss, sigmoid_bce_loss
-from modeling_plum.processing_plum import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from modeling_plum.processing_plum import SAM_PIXEL_MEAN, SAM_PIXEL_STD, postprocess_masks
 from modeling_plum.segmentation_plum import build_sam, decode_one_prompt_per_image
 from partonomy_dataset import templates
 from partonomy_dataset.sources import toy
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 CORPUS_SEED = 1042  # the benchmark's toy images are drawn with seed 42: the corpus never contains them
 HELD_OUT_SEED = 2042  # the images stage 0 checks its SAM on: in neither its corpus nor the benchmark
+BOX_JITTER = 0.1  # SAM's box-prompt noise in pretraining: each side moves by up to this share of the box size
 PART_OWNER_QUESTION = "Which object in the image has {part}?"
 # LLaVA-1.5's conversation format, which PlumProcessor writes too: "USER: <image>\n{q} ASSISTANT: {a}</s>"
 CHAT_TEMPLATE = (
@@ -310,7 +311,7 @@ def _padded(encoded, pad_id: int) -> dict:
 # ---------------------------------------------------------------------------------------------------- SAM
 
 
-def box_prompts(masks: list[np.ndarray], rng, jitter: float = 0.1) -> torch.Tensor:
+def box_prompts(masks: list[np.ndarray], rng, jitter: float = BOX_JITTER) -> torch.Tensor:
     """`(n, 4)` boxes `x0, y0, x1, y1` around each mask, each side moved by up to `jitter` of the box size (SAM's own
     box-prompt noise)."""
     boxes = []
@@ -322,7 +323,7 @@ def box_prompts(masks: list[np.ndarray], rng, jitter: float = 0.1) -> torch.Tens
     return torch.tensor(np.clip(boxes, 0, masks[0].shape[0]), dtype=torch.float32)
 
 
-def _sam_batch(samples, picked, parts_per_image: int | None, rng, jitter: float = 0.1):
+def _sam_batch(samples, picked, parts_per_image: int | None, rng, jitter: float = BOX_JITTER):
     """Images `(b, 3, S, S)` (0-255), and per prompt: its image's index, its box and its mask (`parts_per_image` parts
     of each image drawn at random; None: all of them)."""
     images = torch.stack([torch.from_numpy(samples[i][1]).permute(2, 0, 1).float() for i in picked])
@@ -373,14 +374,17 @@ def box_prompted_iou(sam: torch.nn.ModuleDict, samples, chunk: int = 20) -> dict
     over union, each summed over every part), beside the box itself taken as the mask, the baseline a model that
     ignores the image scores."""
     totals = {"sam": [0, 0], "box": [0, 0]}
-    rng = np.random.default_rng(0)
+    threshold = PlumConfig.from_preset("tiny").mask_threshold
+    rng = np.random.default_rng(0)  # only orders each image's parts: the boxes are exact
     with torch.no_grad():
         for start in range(0, len(samples), chunk):
             picked = range(start, min(start + chunk, len(samples)))
             images, owners, boxes, masks = _sam_batch(samples, picked, None, rng, jitter=0.0)
             logits = box_prompted_masks(sam, images, owners, boxes)
             truth = masks > 0.5
-            predicted = F.interpolate(logits[:, None], size=truth.shape[-2:], mode="bilinear")[:, 0] > 0
+            side = truth.shape[-1]  # the corpus images are SAM's input size: nothing to crop or resize
+            upsampled = postprocess_masks(logits[:, None], side, (side, side), (side, side))[:, 0]
+            predicted = upsampled > threshold
             ys, xs = torch.arange(truth.shape[-2])[:, None], torch.arange(truth.shape[-1])[None]
             x0, y0, x1, y1 = (boxes[:, k, None, None] for k in range(4))
             filled = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
@@ -417,7 +421,8 @@ def _language_job(out: str, settings: Stage0Settings) -> dict:
 
 
 def _sam_job(out: str, settings: Stage0Settings) -> dict:
-    """Job 3 (one process): SAM, saved as a segment_anything state dict to `out`."""
+    """Job 3 (one process): SAM, saved as a segment_anything state dict to `out`, and its held-out check
+    (`box_prompted_iou`)."""
     torch.set_num_threads(1)
     torch.manual_seed(settings.seed)
     started = time.monotonic()
@@ -430,7 +435,7 @@ def _sam_job(out: str, settings: Stage0Settings) -> dict:
 
 def run_stage0(folder, settings: Stage0Settings | None = None) -> dict:
     """Stage 0 into `folder/<fingerprint>/` (`llava/`, `sam_tiny.pth`, `stage0.json`); an earlier stage 0 with the same
-    settings is reused. Returns `stage0.json`'s content (paths and seconds)."""
+    settings is reused. Returns `stage0.json`'s content (paths, seconds, the SAM's held-out check, settings)."""
     settings = settings or Stage0Settings()
     target = Path(folder) / settings.fingerprint()
     report = target / "stage0.json"

@@ -195,6 +195,7 @@ class PlumTrainer:
         self.clock = TrainingClock()
         self.step = self.epoch = self.batch_in_epoch = 0
         self.resumed_seconds = 0.0
+        self.resumed_from, self.resumed_step = None, None
         self.history, self.evals = [], []
 
     # -- setup ---------------------------------------------------------------------------------------------
@@ -286,6 +287,7 @@ class PlumTrainer:
         load_checkpoint(self.accelerator, folder, self.model, self.scheduler)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.resumed_seconds = state.get(TRAINING_SECONDS, 0.0)
+        self.resumed_from, self.resumed_step = folder, self.step
         self.history_file.resume_at(self.step)
         self.accelerator.print(
             f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
@@ -315,9 +317,8 @@ class PlumTrainer:
         self.totals, self.micro_batches = {}, 0
         self.clock.start(self.resumed_seconds)  # loading and setting up are not training
         self.next_eval = self._next_eval_after(self.clock.agreed)
-        if (
-            self._time_is_up()
-        ):  # resumed from a checkpoint written after the budget ran out: no update is left
+        # resumed from a checkpoint written after the budget ran out: no update is left
+        if self._time_is_up():
             self.max_steps = self.step
         while self.step < self.max_steps:
             if self._run_epoch():
@@ -382,6 +383,7 @@ class PlumTrainer:
             self._log()
             self._maybe_evaluate()
             if self._time_is_up():
+                self.accelerator.print(f"stopping at step {self.step}: --max_train_seconds reached")
                 self.max_steps = self.step
             if self.args.save_steps and self.step % self.args.save_steps == 0 and self.step < self.max_steps:
                 self.save_checkpoint(export=self.args.export_every_checkpoint or self.args.push_to_hub)
@@ -391,10 +393,7 @@ class PlumTrainer:
 
     def _time_is_up(self) -> bool:
         """Whether the run's time budget is spent, by the training seconds every process agreed on."""
-        spent = bool(self.args.max_train_seconds) and self.clock.agreed > self.args.max_train_seconds
-        if spent:
-            self.accelerator.print(f"stopping at step {self.step}: --max_train_seconds reached")
-        return spent
+        return bool(self.args.max_train_seconds) and self.clock.agreed > self.args.max_train_seconds
 
     @property
     def timed(self) -> bool:
@@ -525,7 +524,12 @@ class PlumTrainer:
 
     def _finish(self) -> dict:
         seconds = self._training_seconds()  # training's, not the final save's
-        final = self.save_checkpoint(export=True)
+        if self.step == self.resumed_step and (self.resumed_from / EXPORT_DIR).is_dir():
+            final = (
+                self.resumed_from
+            )  # nothing was trained: the run's last checkpoint stays as it was written
+        else:
+            final = self.save_checkpoint(export=True)
         result = {
             "history": self.history,
             "evals": self.evals,

@@ -68,8 +68,32 @@ def test_box_prompted_iou_is_cumulative_and_the_box_baseline_is_exact():
     disc_box = (np.ptp(xs[disc]) + 1) * (np.ptp(ys[disc]) + 1)
     expected = (rectangle.sum() + disc.sum()) / (rectangle.sum() + disc_box)
     assert result["box_as_mask_iou"] == pytest.approx(expected)
-    assert 0.0 <= result["sam_box_prompt_iou"] <= 1.0
     assert result["sam_eval_parts"] == 2
+
+
+def test_box_prompted_iou_of_the_masks_sam_predicts(monkeypatch):
+    """The SAM side of the check: low-resolution logits upsampled as SAM post-processes them, thresholded, summed over
+    parts. Logits that fill each (rectangular) part's box at the decoder's resolution give IoU 1; negated, 0."""
+    side = PlumConfig.from_preset("tiny").sam_image_size
+    ys, xs = np.mgrid[:side, :side]
+    parts = {"a": (xs >= 10) & (xs < 50) & (ys >= 20) & (ys < 40), "b": (xs >= 64) & (ys >= 80) & (ys < 100)}
+
+    def box_logits(sign):
+        def masks(sam, images, owners, boxes):
+            grid = torch.arange(side // 2) * 2 + 0.5  # the low-resolution pixel centres, in image pixels
+            inside = [
+                (grid[None] > x0) & (grid[None] < x1) & (grid[:, None] > y0) & (grid[:, None] < y1)
+                for x0, y0, x1, y1 in boxes.tolist()
+            ]
+            return sign * (2 * torch.stack(inside).float() - 1)
+
+        return masks
+
+    sample = ("thing", np.zeros((side, side, 3), np.uint8), parts)
+    monkeypatch.setattr(stage0, "box_prompted_masks", box_logits(1.0))
+    assert stage0.box_prompted_iou(None, [sample])["sam_box_prompt_iou"] == 1.0
+    monkeypatch.setattr(stage0, "box_prompted_masks", box_logits(-1.0))
+    assert stage0.box_prompted_iou(None, [sample])["sam_box_prompt_iou"] == 0.0
 
 
 def test_sam_job_reports_its_held_out_iou_beside_the_baseline(pretrained):
