@@ -453,12 +453,11 @@ def run_stage0(folder, settings: Stage0Settings | None = None) -> dict:
 
         shutil.rmtree(target)
     partial.rename(target)
+    # what the jobs reported, with their paths where the folder now is
     result = {
+        **result,
         "llava": str(target / "llava"),
         "sam": str(target / "sam_tiny.pth"),
-        "llava_seconds": result["llava_seconds"],
-        "sam_seconds": result["sam_seconds"],
-        **{k: result[k] for k in ("sam_box_prompt_iou", "box_as_mask_iou", "sam_eval_parts")},
         "settings": asdict(settings),
     }
     report.write_text(json.dumps(result, indent=1))

@@ -525,9 +525,8 @@ class PlumTrainer:
     def _finish(self) -> dict:
         seconds = self._training_seconds()  # training's, not the final save's
         if self.step == self.resumed_step and (self.resumed_from / EXPORT_DIR).is_dir():
-            final = (
-                self.resumed_from
-            )  # nothing was trained: the run's last checkpoint stays as it was written
+            # nothing was trained: the run's last checkpoint stays as it was written
+            final = self.resumed_from
         else:
             final = self.save_checkpoint(export=True)
         result = {
