@@ -159,3 +159,17 @@ def test_llava_steps_on_cached_vision_features_compute_what_pixels_compute():
         from_features = model(inputs_embeds=embeds, **labels).loss
     assert features.shape == (4, config.image_seq_length, config.vision_config.hidden_size)
     torch.testing.assert_close(from_features, from_pixels)
+
+
+def test_run_stage0_writes_its_report_where_the_folder_is_and_reuses_it(tmp_path):
+    """`make demo`'s entry: both jobs side by side, their report (paths into the finished folder, seconds, the SAM's
+    held-out check, settings) in `stage0.json`; the same settings again reuse it."""
+    settings = stage0.Stage0Settings.quick()
+    report = stage0.run_stage0(tmp_path, settings)
+    folder = tmp_path / settings.fingerprint()
+    assert report["llava"] == str(folder / "llava") and report["sam"] == str(folder / "sam_tiny.pth")
+    assert (folder / "llava" / "config.json").exists() and (folder / "sam_tiny.pth").exists()
+    assert report["sam_eval_parts"] > 0 and 0 < report["box_as_mask_iou"] < 1
+    assert json.loads((folder / "stage0.json").read_text()) == report
+    assert not list(tmp_path.glob(".*.partial"))
+    assert stage0.run_stage0(tmp_path, settings) == report
