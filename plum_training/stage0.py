@@ -68,17 +68,18 @@ class Stage0Settings:
     """Sizes and budgets of stage 0 (the defaults take about 4 minutes on 2 CPU cores)."""
 
     corpus_images: int = 5000
-    clip_steps: int = 700
-    clip_batch_size: int = 64
+    clip_steps: int = 2100
+    clip_batch_size: int = 32
     clip_learning_rate: float = 1e-3
     llava_steps: int = 400
     llava_batch_size: int = 32
     llava_learning_rate: float = 1e-3
-    sam_steps: int = 600
+    sam_steps: int = 850
     sam_batch_size: int = 8
     sam_parts_per_image: int | None = None  # None: every visible part of each image
     sam_learning_rate: float = 2e-3
     sam_eval_images: int = 100
+    clip_eval_images: int = 300
     seed: int = 0
 
     @classmethod
@@ -91,7 +92,7 @@ class Stage0Settings:
             "llava_steps": 2,
             "llava_batch_size": 4,
         }
-        return cls(**small, sam_steps=2, sam_batch_size=2, sam_eval_images=4)
+        return cls(**small, sam_steps=2, sam_batch_size=2, sam_eval_images=4, clip_eval_images=4)
 
     def fingerprint(self) -> str:
         """A short hash of the settings, the tiny preset's sizes and the code that draws and trains: equal inputs make
@@ -207,6 +208,22 @@ def pretrain_clip(samples, pixels, tokenizer, vision_config, settings: Stage0Set
         loss = model(**text_inputs, pixel_values=pixels[picked], return_loss=True).loss
         _step(loss, model.parameters(), optimizer, scheduler)
     return model.eval()
+
+
+def clip_zero_shot_naming(clip, tokenizer, image_processor, samples) -> dict:
+    """How well the pretrained CLIP names the object of held-out images zero-shot (the image's caption scored against
+    the caption of every toy object, as CLIP is used for classification), beside chance (one in the objects)."""
+    names = sorted(toy.OBJECTS)
+    captions = [caption(name) + tokenizer.eos_token for name in names]
+    text_inputs = tokenizer(captions, add_special_tokens=False, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = clip(**text_inputs, pixel_values=clip_pixels(image_processor, samples)).logits_per_image
+    truth = torch.tensor([names.index(sample[0]) for sample in samples])
+    return {
+        "clip_zero_shot_naming": float((logits.argmax(-1) == truth).float().mean()),
+        "clip_chance_naming": 1 / len(names),
+        "clip_eval_images": len(samples),
+    }
 
 
 def _optimizer(parameters, learning_rate: float, steps: int, warmup: int = 100):
@@ -402,7 +419,8 @@ def box_prompted_iou(sam: torch.nn.ModuleDict, samples, chunk: int = 20) -> dict
 
 
 def _language_job(out: str, settings: Stage0Settings) -> dict:
-    """Job 1-2 (one process): tokenizer, CLIP, LLaVA; the LLaVA-HF folder saved to `out`."""
+    """Job 1-2 (one process): tokenizer, CLIP, LLaVA; the LLaVA-HF folder saved to `out`, and CLIP's held-out check
+    (`clip_zero_shot_naming`)."""
     torch.set_num_threads(1)
     torch.manual_seed(settings.seed)
     started = time.monotonic()
@@ -417,7 +435,13 @@ def _language_job(out: str, settings: Stage0Settings) -> dict:
     model, processor = pretrain_llava(samples, pixels, tokenizer, clip, settings)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    return {"llava": out, "llava_seconds": round(time.monotonic() - started, 1)}
+    seconds = round(time.monotonic() - started, 1)
+    held_out = draw_corpus(settings.clip_eval_images, HELD_OUT_SEED)
+    return {
+        "llava": out,
+        "llava_seconds": seconds,
+        **clip_zero_shot_naming(clip, tokenizer, processor.image_processor, held_out),
+    }
 
 
 def _sam_job(out: str, settings: Stage0Settings) -> dict:
@@ -435,7 +459,7 @@ def _sam_job(out: str, settings: Stage0Settings) -> dict:
 
 def run_stage0(folder, settings: Stage0Settings | None = None) -> dict:
     """Stage 0 into `folder/<fingerprint>/` (`llava/`, `sam_tiny.pth`, `stage0.json`); an earlier stage 0 with the same
-    settings is reused. Returns `stage0.json`'s content (paths, seconds, the SAM's held-out check, settings)."""
+    settings is reused. Returns `stage0.json`'s content (paths, seconds, the held-out checks of CLIP and SAM, settings)."""
     settings = settings or Stage0Settings()
     target = Path(folder) / settings.fingerprint()
     report = target / "stage0.json"

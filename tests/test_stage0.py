@@ -3,6 +3,7 @@ segment_anything state dict, converted by `python -m modeling_plum.convert --lla
 LLaVA-1.5 folder and SAM checkpoint are; the converted model's language model computes what the LLaVA computed."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,13 +21,14 @@ from plum_training import stage0
 SMALL = stage0.Stage0Settings(
     corpus_images=40, clip_steps=2, clip_batch_size=8, llava_steps=2, llava_batch_size=4
 )
-SMALL.sam_steps, SMALL.sam_batch_size, SMALL.sam_eval_images = 2, 2, 3
+SMALL.sam_steps, SMALL.sam_batch_size, SMALL.sam_eval_images, SMALL.clip_eval_images = 2, 2, 3, 3
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage0")
-    stage0._language_job(str(root / "llava"), SMALL)
+    language_report = stage0._language_job(str(root / "llava"), SMALL)
+    (root / "language_report.json").write_text(json.dumps(language_report))
     report = stage0._sam_job(str(root / "sam_tiny.pth"), SMALL)
     (root / "sam_report.json").write_text(json.dumps(report))
     return root
@@ -103,6 +105,42 @@ def test_sam_job_reports_its_held_out_iou_beside_the_baseline(pretrained):
     assert 0.0 <= report["sam_box_prompt_iou"] <= 1.0
 
 
+def test_clip_zero_shot_naming_scores_every_objects_caption(pretrained):
+    """CLIP's held-out check: each image's logits over the captions of all 17 objects, the argmax against the truth.
+    Logits that peak at the true object give 1; logits that always pick the car, one in 17 on one image of each."""
+    processor = AutoProcessor.from_pretrained(pretrained / "llava")
+    samples = stage0.draw_corpus(len(toy.OBJECTS))  # one image of each object
+    names = sorted(toy.OBJECTS)
+    seen = {}
+
+    def clip_picking(choose):
+        def clip(input_ids, attention_mask, pixel_values):
+            seen["captions"] = processor.tokenizer.batch_decode(input_ids, skip_special_tokens=True)
+            seen["pixels"] = pixel_values.shape
+            picked = torch.tensor([names.index(choose(sample[0])) for sample in samples])
+            return SimpleNamespace(logits_per_image=torch.nn.functional.one_hot(picked, len(names)).float())
+
+        return clip
+
+    result = stage0.clip_zero_shot_naming(
+        clip_picking(lambda name: name), processor.tokenizer, processor.image_processor, samples
+    )
+    assert result == {"clip_zero_shot_naming": 1.0, "clip_chance_naming": 1 / 17, "clip_eval_images": 17}
+    assert [c.strip() for c in seen["captions"]] == [stage0.caption(name) for name in names]
+    assert seen["pixels"][0] == 17
+    always_car = stage0.clip_zero_shot_naming(
+        clip_picking(lambda name: "car"), processor.tokenizer, processor.image_processor, samples
+    )
+    assert always_car["clip_zero_shot_naming"] == pytest.approx(1 / 17)
+
+
+def test_language_job_reports_clip_naming_beside_chance(pretrained):
+    report = json.loads((pretrained / "language_report.json").read_text())
+    assert report["clip_eval_images"] == 3 and report["clip_chance_naming"] == pytest.approx(1 / 17)
+    share = report["clip_zero_shot_naming"] * 3  # a share of 3 images
+    assert 0 <= share <= 3 and share == pytest.approx(round(share))
+
+
 def test_convert_llava_folder_gives_equal_language_model_logits(pretrained, tmp_path):
     out = tmp_path / "plum"
     code = convert(
@@ -170,6 +208,7 @@ def test_run_stage0_writes_its_report_where_the_folder_is_and_reuses_it(tmp_path
     assert report["llava"] == str(folder / "llava") and report["sam"] == str(folder / "sam_tiny.pth")
     assert (folder / "llava" / "config.json").exists() and (folder / "sam_tiny.pth").exists()
     assert report["sam_eval_parts"] > 0 and 0 < report["box_as_mask_iou"] < 1
+    assert report["clip_eval_images"] == settings.clip_eval_images and "clip_zero_shot_naming" in report
     assert json.loads((folder / "stage0.json").read_text()) == report
     assert not list(tmp_path.glob(".*.partial"))
     assert stage0.run_stage0(tmp_path, settings) == report
