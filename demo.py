@@ -1,5 +1,5 @@
 """`make demo`: the tiny PLUM made the way the real one is (stage-0 pretraining of a tiny CLIP, LLaVA and SAM,
-conversion, the PLUM fine-tune) and measured the benchmark's way, on a CPU in about ten minutes.
+conversion, the PLUM fine-tune) and measured the benchmark's way, on a CPU in about twelve minutes.
 
 A thin command line over `plum_demo.pipeline` (its docstring lists the steps). Outputs in `outputs/`:
 `demo_results.json` (every table row), `overlay_*.png`, `learning_curve.png`, the run's checkpoint under `run/`.

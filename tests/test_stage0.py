@@ -27,8 +27,18 @@ SMALL.sam_steps, SMALL.sam_batch_size, SMALL.sam_eval_images, SMALL.clip_eval_im
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage0")
-    language_report = stage0._language_job(str(root / "llava"), SMALL)
-    (root / "language_report.json").write_text(json.dumps(language_report))
+    seeds, draw = [], stage0.draw_corpus
+
+    def draw_recording_seeds(num_images, seed=stage0.CORPUS_SEED):
+        seeds.append(seed)
+        return draw(num_images, seed)
+
+    stage0.draw_corpus = draw_recording_seeds
+    try:
+        language_report = stage0._language_job(str(root / "llava"), SMALL)
+    finally:
+        stage0.draw_corpus = draw
+    (root / "language_report.json").write_text(json.dumps({**language_report, "seeds": seeds}))
     report = stage0._sam_job(str(root / "sam_tiny.pth"), SMALL)
     (root / "sam_report.json").write_text(json.dumps(report))
     return root
@@ -106,36 +116,51 @@ def test_sam_job_reports_its_held_out_iou_beside_the_baseline(pretrained):
 
 
 def test_clip_zero_shot_naming_scores_every_objects_caption(pretrained):
-    """CLIP's held-out check: each image's logits over the captions of all 17 objects, the argmax against the truth.
-    Logits that peak at the true object give 1; logits that always pick the car, one in 17 on one image of each."""
+    """CLIP's held-out check: each image's logits over the captions of all 17 objects (tokenized as CLIP trained on
+    them), the argmax against that image's object. 20 images in shuffled order: logits that peak at each image's object
+    give 1; at the next object in the list, 0; always at the car, the car's share of the images."""
     processor = AutoProcessor.from_pretrained(pretrained / "llava")
-    samples = stage0.draw_corpus(len(toy.OBJECTS))  # one image of each object
+    samples = stage0.draw_corpus(20)
+    samples = [samples[i] for i in np.random.default_rng(0).permutation(len(samples))]
     names = sorted(toy.OBJECTS)
-    seen = {}
+    expected_text = stage0.clip_text_inputs(processor.tokenizer, names)
 
     def clip_picking(choose):
         def clip(input_ids, attention_mask, pixel_values):
-            seen["captions"] = processor.tokenizer.batch_decode(input_ids, skip_special_tokens=True)
-            seen["pixels"] = pixel_values.shape
+            torch.testing.assert_close(input_ids, expected_text["input_ids"])
+            assert pixel_values.shape[0] == len(samples)
             picked = torch.tensor([names.index(choose(sample[0])) for sample in samples])
             return SimpleNamespace(logits_per_image=torch.nn.functional.one_hot(picked, len(names)).float())
 
         return clip
 
-    result = stage0.clip_zero_shot_naming(
-        clip_picking(lambda name: name), processor.tokenizer, processor.image_processor, samples
-    )
-    assert result == {"clip_zero_shot_naming": 1.0, "clip_chance_naming": 1 / 17, "clip_eval_images": 17}
-    assert [c.strip() for c in seen["captions"]] == [stage0.caption(name) for name in names]
-    assert seen["pixels"][0] == 17
-    always_car = stage0.clip_zero_shot_naming(
-        clip_picking(lambda name: "car"), processor.tokenizer, processor.image_processor, samples
-    )
-    assert always_car["clip_zero_shot_naming"] == pytest.approx(1 / 17)
+    def naming(choose):
+        return stage0.clip_zero_shot_naming(
+            clip_picking(choose), processor.tokenizer, processor.image_processor, samples
+        )
+
+    assert naming(lambda name: name) == {
+        "clip_zero_shot_naming": 1.0,
+        "clip_chance_naming": 1 / 17,
+        "clip_eval_images": 20,
+    }
+    assert naming(lambda name: names[(names.index(name) + 1) % len(names)])["clip_zero_shot_naming"] == 0.0
+    cars = sum(sample[0] == "car" for sample in samples)
+    assert naming(lambda name: "car")["clip_zero_shot_naming"] == pytest.approx(cars / 20)
+
+
+def test_clip_captions_end_in_the_eos_token_and_are_padded(pretrained):
+    tokenizer = AutoProcessor.from_pretrained(pretrained / "llava").tokenizer
+    inputs = stage0.clip_text_inputs(tokenizer, ["car", "lighthouse"])
+    for name, ids, mask in zip(["car", "lighthouse"], inputs["input_ids"], inputs["attention_mask"]):
+        assert tokenizer.decode(ids[mask.bool()]) == stage0.caption(name) + tokenizer.eos_token
+        assert ids[mask.bool()][-1] == tokenizer.eos_token_id
+        assert (ids[~mask.bool()] == tokenizer.pad_token_id).all()
 
 
 def test_language_job_reports_clip_naming_beside_chance(pretrained):
     report = json.loads((pretrained / "language_report.json").read_text())
+    assert report["seeds"] == [stage0.CORPUS_SEED, stage0.HELD_OUT_SEED]  # checked on held-out images
     assert report["clip_eval_images"] == 3 and report["clip_chance_naming"] == pytest.approx(1 / 17)
     share = report["clip_zero_shot_naming"] * 3  # a share of 3 images
     assert 0 <= share <= 3 and share == pytest.approx(round(share))
@@ -200,8 +225,8 @@ def test_llava_steps_on_cached_vision_features_compute_what_pixels_compute():
 
 
 def test_run_stage0_writes_its_report_where_the_folder_is_and_reuses_it(tmp_path):
-    """`make demo`'s entry: both jobs side by side, their report (paths into the finished folder, seconds, the SAM's
-    held-out check, settings) in `stage0.json`; the same settings again reuse it."""
+    """`make demo`'s entry: both jobs side by side, their report (paths into the finished folder, seconds, the held-out
+    checks of CLIP and SAM, settings) in `stage0.json`; the same settings again reuse it."""
     settings = stage0.Stage0Settings.quick()
     report = stage0.run_stage0(tmp_path, settings)
     folder = tmp_path / settings.fingerprint()
