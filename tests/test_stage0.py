@@ -33,11 +33,9 @@ def pretrained(tmp_path_factory):
         seeds.append(seed)
         return draw(num_images, seed)
 
-    stage0.draw_corpus = draw_recording_seeds
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stage0, "draw_corpus", draw_recording_seeds)
         language_report = stage0._language_job(str(root / "llava"), SMALL)
-    finally:
-        stage0.draw_corpus = draw
     (root / "language_report.json").write_text(json.dumps({**language_report, "seeds": seeds}))
     report = stage0._sam_job(str(root / "sam_tiny.pth"), SMALL)
     (root / "sam_report.json").write_text(json.dumps(report))
